@@ -1,0 +1,697 @@
+//! The hub: every connection, every room, every seat, and the rules between them.
+//!
+//! Owns the room state machine. A room has at most two seats; a seat is either
+//! attached to a live connection or *away* (its connection was lost and it
+//! waits, for the grace period, for a `join` with its resume token). The hub
+//! must not do IO and must not read the clock: inputs carry `now`, results are
+//! queued as [`Output`]s.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::rate::TokenBucket;
+use crate::timers::{Timer, Timers};
+use crate::wire::{
+    ClientMessage, CloseCode, ErrorCode, IceServer, MessageKind, PeerId, ResumeToken, RoomName,
+    ServerMessage,
+};
+
+/// Most members a room holds: Duet is for 1-to-1 calls.
+pub const ROOM_CAPACITY: usize = 2;
+
+/// A connection, numbered by the driver. Numbers must not be reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub u64);
+
+/// The hub's limits and timeouts.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A connection with no frame for this long is dropped and its peer told `bye`.
+    pub silence_timeout: Duration,
+    /// How long a lost connection's seat waits for a `join` with its resume token.
+    pub resume_grace: Duration,
+    /// Messages kept for an away seat; one more ends the seat.
+    pub resume_queue_messages: usize,
+    /// Bytes kept for an away seat; more ends the seat.
+    pub resume_queue_bytes: usize,
+    /// Most rooms at once.
+    pub max_rooms: usize,
+    pub rate_limit: RateLimit,
+    /// What `joined.iceServers` carries.
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// The per-connection message rate limit.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    /// Messages a connection may send at once after a quiet period.
+    pub burst: u32,
+    /// Messages per second sustained.
+    pub per_second: u32,
+    /// Refused messages, without the client slowing down, before the connection is closed.
+    pub refusals_before_close: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            silence_timeout: Duration::from_secs(30),
+            resume_grace: Duration::from_secs(20),
+            resume_queue_messages: 256,
+            resume_queue_bytes: 512 * 1024,
+            max_rooms: 100_000,
+            rate_limit: RateLimit {
+                burst: 200,
+                per_second: 50,
+                refusals_before_close: 20,
+            },
+            ice_servers: Vec::new(),
+        }
+    }
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Send this message on this connection.
+    Send {
+        to: ConnectionId,
+        message: ServerMessage,
+    },
+    /// Send a close frame and drop the connection. The hub has already forgotten it.
+    Close {
+        connection: ConnectionId,
+        code: CloseCode,
+        reason: &'static str,
+    },
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disconnect {
+    /// The client closed on purpose (a close frame; a closed tab): the peer is told `bye` now.
+    Closed,
+    /// The connection broke (no close frame, a network error, or the client's
+    /// close code 4000): the seat waits for a resume during the grace period.
+    Lost,
+}
+
+/// Counters and gauges for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub connections: usize,
+    pub rooms: usize,
+    pub away_seats: usize,
+    pub messages_relayed: u64,
+    pub resumes: u64,
+}
+
+#[derive(Debug)]
+struct Session {
+    last_seen: Instant,
+    seat: Option<(RoomName, PeerId)>,
+    bucket: TokenBucket,
+    refusals: u32,
+}
+
+#[derive(Debug)]
+struct Room {
+    seats: Vec<Seat>,
+}
+
+#[derive(Debug)]
+struct Seat {
+    id: PeerId,
+    token: ResumeToken,
+    attachment: Attachment,
+}
+
+#[derive(Debug)]
+enum Attachment {
+    Connected(ConnectionId),
+    Away {
+        until: Instant,
+        queue: VecDeque<ServerMessage>,
+        queued_bytes: usize,
+    },
+}
+
+/// The signaling state machine. See the module documentation.
+#[derive(Debug)]
+pub struct Hub {
+    config: Config,
+    ice_servers: Arc<[IceServer]>,
+    sessions: HashMap<ConnectionId, Session>,
+    rooms: HashMap<RoomName, Room>,
+    timers: Timers,
+    outputs: VecDeque<Output>,
+    rng: StdRng,
+    stats: Stats,
+}
+
+impl Hub {
+    /// A hub with no connections. `seed` drives ids and resume tokens: give it
+    /// fresh entropy in production and a constant in tests.
+    pub fn new(config: Config, seed: [u8; 32]) -> Self {
+        let ice_servers = Arc::from(config.ice_servers.clone());
+        Self {
+            config,
+            ice_servers,
+            sessions: HashMap::new(),
+            rooms: HashMap::new(),
+            timers: Timers::default(),
+            outputs: VecDeque::new(),
+            rng: StdRng::from_seed(seed),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A new connection has been accepted.
+    pub fn handle_connect(&mut self, connection: ConnectionId, now: Instant) {
+        let session = Session {
+            last_seen: now,
+            seat: None,
+            bucket: TokenBucket::full(self.config.rate_limit.burst, now),
+            refusals: 0,
+        };
+        if self.sessions.insert(connection, session).is_none() {
+            self.timers.schedule(
+                now + self.config.silence_timeout,
+                Timer::Silence(connection),
+            );
+        }
+    }
+
+    /// A frame that carries no message (a WebSocket ping or pong) proves the connection alive.
+    pub fn handle_activity(&mut self, connection: ConnectionId, now: Instant) {
+        if let Some(session) = self.sessions.get_mut(&connection) {
+            session.last_seen = now;
+        }
+    }
+
+    /// A text frame arrived. Returns the kind of message it held, if it was one.
+    pub fn handle_text(
+        &mut self,
+        connection: ConnectionId,
+        text: &str,
+        now: Instant,
+    ) -> Option<MessageKind> {
+        if !self.admit(connection, now) {
+            return None;
+        }
+        match ClientMessage::parse(text) {
+            Ok(message) => {
+                let kind = message.kind();
+                self.handle_message(connection, message, now);
+                Some(kind)
+            }
+            Err(error) => {
+                self.send_error(connection, error.code, error.message);
+                None
+            }
+        }
+    }
+
+    /// A binary frame arrived; the protocol has none.
+    pub fn handle_binary(&mut self, connection: ConnectionId, now: Instant) {
+        if self.admit(connection, now) {
+            self.send_error(
+                connection,
+                ErrorCode::BinaryFrame,
+                "binary frames are not part of the protocol; send JSON text".to_owned(),
+            );
+        }
+    }
+
+    /// A parsed message from a connection (already admitted by the rate limit).
+    pub fn handle_message(
+        &mut self,
+        connection: ConnectionId,
+        message: ClientMessage,
+        now: Instant,
+    ) {
+        match message {
+            ClientMessage::Join { room, resume } => self.join(connection, room, resume, now),
+            ClientMessage::Leave => self.leave(connection),
+            ClientMessage::Message { data } => self.relay(connection, data),
+            ClientMessage::Ping => self.send(connection, ServerMessage::Pong),
+        }
+    }
+
+    /// The connection is gone.
+    pub fn handle_disconnect(&mut self, connection: ConnectionId, how: Disconnect, now: Instant) {
+        let Some(session) = self.sessions.remove(&connection) else {
+            return;
+        };
+        let Some((room, id)) = session.seat else {
+            return;
+        };
+        match how {
+            Disconnect::Lost if !self.config.resume_grace.is_zero() => {
+                self.set_away(&room, id, now)
+            }
+            Disconnect::Lost | Disconnect::Closed => self.remove_seat(&room, id),
+        }
+    }
+
+    /// Fires every deadline due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((_, timer)) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Silence(connection) => self.check_silence(connection, now),
+                Timer::Grace(room, id) => self.check_grace(&room, id, now),
+            }
+        }
+    }
+
+    /// The next thing for the driver to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to call [`Hub::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            connections: self.sessions.len(),
+            rooms: self.rooms.len(),
+            ..self.stats
+        }
+    }
+
+    /// Number of pending deadlines, stale ones included (for tests of boundedness).
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    // ----- inputs, one by one -----
+
+    /// Applies the rate limit and records liveness. False: drop the frame.
+    fn admit(&mut self, connection: ConnectionId, now: Instant) -> bool {
+        let limit = self.config.rate_limit;
+        let Some(session) = self.sessions.get_mut(&connection) else {
+            return false;
+        };
+        session.last_seen = now;
+        if session.bucket.try_take(limit.burst, limit.per_second, now) {
+            if session.bucket.level() >= f64::from(limit.burst) / 2.0 {
+                session.refusals = 0;
+            }
+            return true;
+        }
+        session.refusals += 1;
+        if session.refusals > limit.refusals_before_close {
+            self.close(
+                connection,
+                CloseCode::PolicyViolation,
+                "message rate limit exceeded",
+                now,
+            );
+        } else {
+            self.send_error(
+                connection,
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} messages per second; slow down or be disconnected",
+                    limit.per_second
+                ),
+            );
+        }
+        false
+    }
+
+    fn join(
+        &mut self,
+        connection: ConnectionId,
+        room_name: RoomName,
+        resume: Option<ResumeToken>,
+        now: Instant,
+    ) {
+        let current = self
+            .sessions
+            .get(&connection)
+            .and_then(|session| session.seat.clone());
+        if let Some((current_room, id)) = current {
+            if current_room == room_name {
+                // Joining the room you are in again: answer the same, change nothing.
+                if let Some(token) = self.seat(&current_room, id).map(|seat| seat.token) {
+                    self.send_joined(connection, &current_room, id, token);
+                }
+            } else {
+                self.send_error(
+                    connection,
+                    ErrorCode::AlreadyInRoom,
+                    format!("already in room `{current_room}`; send `leave` first"),
+                );
+            }
+            return;
+        }
+        if let Some(token) = resume {
+            if self.try_resume(connection, &room_name, token, now) {
+                return;
+            }
+        }
+        self.join_as_new(connection, room_name);
+    }
+
+    /// Gives a seat back to the holder of its token. False: no such seat.
+    fn try_resume(
+        &mut self,
+        connection: ConnectionId,
+        room_name: &RoomName,
+        token: ResumeToken,
+        now: Instant,
+    ) -> bool {
+        let new_token = ResumeToken(self.rng.random());
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return false;
+        };
+        let Some(seat) = room
+            .seats
+            .iter_mut()
+            .find(|seat| seat.token.matches(&token))
+        else {
+            return false;
+        };
+        let id = seat.id;
+        seat.token = new_token;
+        let previous = std::mem::replace(&mut seat.attachment, Attachment::Connected(connection));
+        let mut pending = VecDeque::new();
+        match previous {
+            Attachment::Connected(old) => {
+                // The old connection is still open (a network change the server
+                // has not noticed yet): the new one replaces it.
+                if let Some(session) = self.sessions.get_mut(&old) {
+                    session.seat = None;
+                }
+                self.close(
+                    old,
+                    CloseCode::Replaced,
+                    "resumed on another connection",
+                    now,
+                );
+            }
+            Attachment::Away { queue, .. } => {
+                pending = queue;
+                self.stats.away_seats = self.stats.away_seats.saturating_sub(1);
+            }
+        }
+        if let Some(session) = self.sessions.get_mut(&connection) {
+            session.seat = Some((room_name.clone(), id));
+        }
+        self.stats.resumes += 1;
+        self.send_joined(connection, room_name, id, new_token);
+        for message in pending {
+            self.send(connection, message);
+        }
+        true
+    }
+
+    fn join_as_new(&mut self, connection: ConnectionId, room_name: RoomName) {
+        if !self.rooms.contains_key(&room_name) && self.rooms.len() >= self.config.max_rooms {
+            self.send_error(
+                connection,
+                ErrorCode::TooManyRooms,
+                "the server holds as many rooms as it may; try again later".to_owned(),
+            );
+            return;
+        }
+        let id = PeerId(self.rng.random());
+        let token = ResumeToken(self.rng.random());
+        let room = self.rooms.entry(room_name.clone()).or_insert_with(|| Room {
+            seats: Vec::with_capacity(ROOM_CAPACITY),
+        });
+        if room.seats.len() >= ROOM_CAPACITY {
+            self.send(connection, ServerMessage::Full { room: room_name });
+            return;
+        }
+        if room.seats.iter().any(|seat| seat.id == id) {
+            // A 64-bit collision inside one room: vanishingly rare, but never two equal ids.
+            let id = PeerId(id.0 ^ 1);
+            return self.seat_member(connection, room_name, id, token);
+        }
+        self.seat_member(connection, room_name, id, token);
+    }
+
+    fn seat_member(
+        &mut self,
+        connection: ConnectionId,
+        room_name: RoomName,
+        id: PeerId,
+        token: ResumeToken,
+    ) {
+        let Some(room) = self.rooms.get_mut(&room_name) else {
+            return;
+        };
+        room.seats.push(Seat {
+            id,
+            token,
+            attachment: Attachment::Connected(connection),
+        });
+        let others: Vec<PeerId> = room
+            .seats
+            .iter()
+            .filter(|seat| seat.id != id)
+            .map(|seat| seat.id)
+            .collect();
+        if let Some(session) = self.sessions.get_mut(&connection) {
+            session.seat = Some((room_name.clone(), id));
+        }
+        self.send_joined(connection, &room_name, id, token);
+        for other in others {
+            self.deliver(&room_name, other, ServerMessage::OtherJoined { id });
+        }
+    }
+
+    fn leave(&mut self, connection: ConnectionId) {
+        let seat = self
+            .sessions
+            .get_mut(&connection)
+            .and_then(|session| session.seat.take());
+        let Some((room, id)) = seat else {
+            self.send_error(connection, ErrorCode::NotInRoom, "not in a room".to_owned());
+            return;
+        };
+        self.remove_seat(&room, id);
+        self.send(connection, ServerMessage::Leaved { room });
+    }
+
+    fn relay(&mut self, connection: ConnectionId, data: Box<serde_json::value::RawValue>) {
+        let seat = self
+            .sessions
+            .get(&connection)
+            .and_then(|session| session.seat.clone());
+        let Some((room_name, from)) = seat else {
+            self.send_error(
+                connection,
+                ErrorCode::NotInRoom,
+                "join a room before sending messages".to_owned(),
+            );
+            return;
+        };
+        let other = self
+            .rooms
+            .get(&room_name)
+            .and_then(|room| room.seats.iter().find(|seat| seat.id != from))
+            .map(|seat| seat.id);
+        let Some(other) = other else {
+            self.send_error(
+                connection,
+                ErrorCode::NoPeer,
+                "nobody else is in the room".to_owned(),
+            );
+            return;
+        };
+        self.stats.messages_relayed += 1;
+        if !self.deliver(&room_name, other, ServerMessage::Message { from, data }) {
+            // The away seat's queue overflowed: it will not come back whole.
+            self.remove_seat(&room_name, other);
+        }
+    }
+
+    // ----- timers -----
+
+    fn check_silence(&mut self, connection: ConnectionId, now: Instant) {
+        let Some(session) = self.sessions.get(&connection) else {
+            return;
+        };
+        let deadline = session.last_seen + self.config.silence_timeout;
+        if deadline > now {
+            self.timers.schedule(deadline, Timer::Silence(connection));
+            return;
+        }
+        self.close(
+            connection,
+            CloseCode::SilenceTimeout,
+            "nothing heard from the connection",
+            now,
+        );
+    }
+
+    fn check_grace(&mut self, room: &RoomName, id: PeerId, now: Instant) {
+        let expired = matches!(
+            self.seat(room, id).map(|seat| &seat.attachment),
+            Some(Attachment::Away { until, .. }) if *until <= now
+        );
+        if expired {
+            self.remove_seat(room, id);
+        }
+    }
+
+    // ----- seats -----
+
+    fn seat(&self, room: &RoomName, id: PeerId) -> Option<&Seat> {
+        self.rooms
+            .get(room)
+            .and_then(|room| room.seats.iter().find(|seat| seat.id == id))
+    }
+
+    fn set_away(&mut self, room_name: &RoomName, id: PeerId, now: Instant) {
+        let until = now + self.config.resume_grace;
+        let Some(seat) = self
+            .rooms
+            .get_mut(room_name)
+            .and_then(|room| room.seats.iter_mut().find(|seat| seat.id == id))
+        else {
+            return;
+        };
+        seat.attachment = Attachment::Away {
+            until,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+        };
+        self.stats.away_seats += 1;
+        self.timers
+            .schedule(until, Timer::Grace(room_name.clone(), id));
+    }
+
+    /// Removes a seat, tells the others `bye`, and drops the room once empty.
+    fn remove_seat(&mut self, room_name: &RoomName, id: PeerId) {
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        let Some(index) = room.seats.iter().position(|seat| seat.id == id) else {
+            return;
+        };
+        let seat = room.seats.swap_remove(index);
+        let others: Vec<PeerId> = room.seats.iter().map(|seat| seat.id).collect();
+        if room.seats.is_empty() {
+            self.rooms.remove(room_name);
+        }
+        match seat.attachment {
+            Attachment::Away { .. } => {
+                self.stats.away_seats = self.stats.away_seats.saturating_sub(1);
+            }
+            Attachment::Connected(connection) => {
+                if let Some(session) = self.sessions.get_mut(&connection) {
+                    session.seat = None;
+                }
+            }
+        }
+        for other in others {
+            self.deliver(room_name, other, ServerMessage::Bye { id });
+        }
+    }
+
+    /// Sends to a seat's connection, or queues for an away seat. False: the queue overflowed.
+    fn deliver(&mut self, room_name: &RoomName, id: PeerId, message: ServerMessage) -> bool {
+        let limits = (
+            self.config.resume_queue_messages,
+            self.config.resume_queue_bytes,
+        );
+        let Some(seat) = self
+            .rooms
+            .get_mut(room_name)
+            .and_then(|room| room.seats.iter_mut().find(|seat| seat.id == id))
+        else {
+            return true;
+        };
+        match &mut seat.attachment {
+            Attachment::Connected(connection) => {
+                let to = *connection;
+                self.outputs.push_back(Output::Send { to, message });
+                true
+            }
+            Attachment::Away {
+                queue,
+                queued_bytes,
+                ..
+            } => {
+                let weight = message.weight();
+                if queue.len() >= limits.0 || *queued_bytes + weight > limits.1 {
+                    return false;
+                }
+                *queued_bytes += weight;
+                queue.push_back(message);
+                true
+            }
+        }
+    }
+
+    // ----- outputs -----
+
+    fn send_joined(
+        &mut self,
+        connection: ConnectionId,
+        room: &RoomName,
+        id: PeerId,
+        token: ResumeToken,
+    ) {
+        let peers = self
+            .rooms
+            .get(room)
+            .map(|room| {
+                room.seats
+                    .iter()
+                    .filter(|seat| seat.id != id)
+                    .map(|seat| seat.id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.send(
+            connection,
+            ServerMessage::Joined {
+                room: room.clone(),
+                id,
+                peers,
+                ice_servers: Arc::clone(&self.ice_servers),
+                resume: token,
+            },
+        );
+    }
+
+    fn send(&mut self, to: ConnectionId, message: ServerMessage) {
+        self.outputs.push_back(Output::Send { to, message });
+    }
+
+    fn send_error(&mut self, to: ConnectionId, code: ErrorCode, message: String) {
+        self.send(to, ServerMessage::Error { code, message });
+    }
+
+    /// Closes a connection from the server side; its seat ends at once.
+    fn close(
+        &mut self,
+        connection: ConnectionId,
+        code: CloseCode,
+        reason: &'static str,
+        now: Instant,
+    ) {
+        self.outputs.push_back(Output::Close {
+            connection,
+            code,
+            reason,
+        });
+        self.handle_disconnect(connection, Disconnect::Closed, now);
+    }
+}
