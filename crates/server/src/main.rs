@@ -1,1 +1,92 @@
-fn main() {}
+//! The `duet` command line: parse, configure, run until SIGINT/SIGTERM.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use duet_server::config::{Cli, Command, ServeConfig};
+use duet_server::server::{RunningServer, start};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => ServeConfig::load(args).and_then(serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("duet: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&config.log)
+        .map_err(|error| anyhow::anyhow!("invalid log filter `{}`: {error}", config.log))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    duet_server::install_crypto_provider();
+    // Each connection is a file descriptor; the default soft limit (1024) is far too low.
+    if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(%error, "could not raise the open-file limit");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| anyhow::anyhow!("cannot start the runtime: {error}"))?;
+    runtime.block_on(async move {
+        let mut server = start(config).await?;
+        announce(&server);
+        tokio::select! {
+            signal = shutdown_signal() => {
+                signal?;
+                tracing::info!("shutting down");
+                server.shutdown().await;
+                Ok(())
+            }
+            error = server.failed() => Err(error),
+        }
+    })
+}
+
+fn announce(server: &RunningServer) {
+    let address = server.https_addr;
+    let open = if address.ip().is_unspecified() || address.ip().is_loopback() {
+        format!("https://localhost:{}", address.port())
+    } else {
+        format!("https://{address}")
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "Duet is running: open {open}/?room=test in two tabs");
+    let _ = writeln!(out, "  listening on https://{address}");
+    if let Some(http) = server.http_addr {
+        let _ = writeln!(out, "  redirecting http://{http} to HTTPS");
+    }
+    let origin = if server.identity.generated {
+        "self-signed, made now"
+    } else {
+        "kept"
+    };
+    let _ = writeln!(
+        out,
+        "  certificate {} ({origin})\n  SHA-256 fingerprint {}",
+        server.identity.cert_path.display(),
+        server.identity.fingerprint
+    );
+    let _ = out.flush();
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}

@@ -357,10 +357,10 @@ impl Hub {
             }
             return;
         }
-        if let Some(token) = resume {
-            if self.try_resume(connection, &room_name, token, now) {
-                return;
-            }
+        if let Some(token) = resume
+            && self.try_resume(connection, &room_name, token, now)
+        {
+            return;
         }
         self.join_as_new(connection, room_name);
     }

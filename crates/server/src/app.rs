@@ -1,0 +1,191 @@
+//! The HTTP application: routes, the WebSocket upgrade with its checks, the
+//! web client and the security headers.
+//!
+//! Owns request handling only; listening sockets and TLS live in `server.rs`.
+//! Tests call [`router`] without a socket.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::sync::watch;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::config::normalize_origin;
+use crate::limits::{ConnectionLimits, Refusal};
+use crate::metrics::Metrics;
+use crate::signaling::Signaling;
+
+/// Largest signaling frame or message accepted.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// Shared by every request.
+#[derive(Debug)]
+pub struct AppState {
+    pub signaling: Arc<Signaling>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Arc<ConnectionLimits>,
+    /// Origins allowed besides the server's own host, normalized.
+    pub allowed_origins: Vec<String>,
+    pub web_dir: Option<PathBuf>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Every route of the server.
+pub fn router(state: Arc<AppState>) -> Router {
+    let web = match &state.web_dir {
+        Some(dir) => Router::new().fallback_service(tower_http::services::ServeDir::new(dir)),
+        None => memory_serve::load!()
+            .index_file(Some("/index.html"))
+            .into_router(),
+    };
+    Router::new()
+        .route("/ws", get(upgrade))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+        .merge(web)
+        .layer(header_layer(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+             media-src 'self' blob:; connect-src 'self' wss: https:; frame-ancestors 'none'; \
+             base-uri 'none'; form-action 'self'",
+        ))
+        .layer(header_layer(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(header_layer(header::REFERRER_POLICY, "no-referrer"))
+        .layer(header_layer(
+            header::HeaderName::from_static("permissions-policy"),
+            "camera=(self), microphone=(self), display-capture=(self), fullscreen=(self)",
+        ))
+}
+
+fn header_layer(
+    name: header::HeaderName,
+    value: &'static str,
+) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !origin_allowed(&headers, &state.allowed_origins) {
+        state.metrics.refuse_upgrade("origin");
+        return (
+            StatusCode::FORBIDDEN,
+            "this origin may not use the signaling server\n",
+        )
+            .into_response();
+    }
+    let permit = match state.limits.try_acquire(peer.ip()) {
+        Ok(permit) => permit,
+        Err(Refusal::ServerFull) => {
+            state.metrics.refuse_upgrade("server_full");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many connections; try again later\n",
+            )
+                .into_response();
+        }
+        Err(Refusal::TooManyFromAddress) => {
+            state.metrics.refuse_upgrade("per_address");
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many connections from your address\n",
+            )
+                .into_response();
+        }
+    };
+    let signaling = Arc::clone(&state.signaling);
+    let shutdown = state.shutdown.clone();
+    upgrade
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024)
+        .on_upgrade(move |socket| crate::ws::run(socket, signaling, permit, shutdown))
+}
+
+/// Browsers always send `Origin` on a WebSocket upgrade; it must be this
+/// server's own (the `Host` it was reached by) or an allowed one. Clients that
+/// send none (native peers, command-line tools) are not browsers and pass.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Some(origin) = origin.to_str().ok().and_then(normalize_origin) else {
+        return false;
+    };
+    if allowed.contains(&origin) {
+        return true;
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .and_then(|host| normalize_origin(&format!("https://{host}")));
+    host.is_some_and(|own| own == origin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(origin: Option<&'static str>, host: &'static str) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.insert(header::HOST, HeaderValue::from_static(host));
+        if let Some(origin) = origin {
+            map.insert(header::ORIGIN, HeaderValue::from_static(origin));
+        }
+        map
+    }
+
+    #[test]
+    fn own_origin_passes_others_need_to_be_listed() {
+        let allowed = vec!["https://app.example.org".to_owned()];
+        assert!(origin_allowed(
+            &headers(Some("https://localhost:8443"), "localhost:8443"),
+            &allowed
+        ));
+        assert!(origin_allowed(
+            &headers(Some("https://Call.Example.org"), "call.example.org:443"),
+            &allowed
+        ));
+        assert!(origin_allowed(
+            &headers(Some("https://app.example.org"), "call.example.org"),
+            &allowed
+        ));
+        assert!(!origin_allowed(
+            &headers(Some("https://evil.example"), "localhost:8443"),
+            &allowed
+        ));
+        assert!(!origin_allowed(
+            &headers(Some("http://localhost:8443"), "localhost:8443"),
+            &allowed
+        ));
+        assert!(!origin_allowed(
+            &headers(Some("null"), "localhost:8443"),
+            &allowed
+        ));
+        assert!(origin_allowed(&headers(None, "localhost:8443"), &allowed));
+    }
+}

@@ -1,0 +1,330 @@
+//! Configuration: command-line flags, `DUET_*` environment variables and an
+//! optional TOML file, merged once at start-up into a typed [`ServeConfig`].
+//!
+//! Precedence: flag, then environment variable, then file, then default.
+//! Nothing else in the binary reads the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use duet_signaling::IceServer;
+use serde::Deserialize;
+
+/// Duet: self-hosted 1-to-1 audio/video calls.
+#[derive(Debug, Parser)]
+#[command(name = "duet", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the calling service: HTTPS web page and WebSocket signaling.
+    Serve(ServeArgs),
+}
+
+/// Flags of `duet serve`. Every flag also reads a `DUET_*` environment variable.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// A TOML configuration file (see config.example.toml).
+    #[arg(long, env = "DUET_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// HTTPS address [default: 0.0.0.0:8443].
+    #[arg(long, env = "DUET_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Plain HTTP address that redirects to HTTPS (off unless set).
+    #[arg(long, env = "DUET_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// Certificate chain (PEM); with --key. Without both, a self-signed one is made.
+    #[arg(long, env = "DUET_CERT", value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, env = "DUET_KEY", value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Where Duet keeps its state (the generated certificate) [default: ./duet-data].
+    #[arg(long, env = "DUET_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Public host name of this server; repeat for several. Goes into the generated certificate.
+    #[arg(
+        long = "domain",
+        env = "DUET_DOMAIN",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub domains: Vec<String>,
+    /// Serve the web client from this directory instead of the copy built into the binary.
+    #[arg(long, env = "DUET_WEB_DIR", value_name = "DIR")]
+    pub web_dir: Option<PathBuf>,
+    /// Another origin allowed to open the signaling WebSocket, e.g. https://app.example.org.
+    #[arg(
+        long = "allowed-origin",
+        env = "DUET_ALLOWED_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+    /// Seconds without any frame before a connection is dropped [default: 30].
+    #[arg(long, env = "DUET_SILENCE_TIMEOUT_SECS", value_name = "SECS")]
+    pub silence_timeout_secs: Option<u64>,
+    /// Seconds a lost connection's seat waits for a resume [default: 20].
+    #[arg(long, env = "DUET_RESUME_GRACE_SECS", value_name = "SECS")]
+    pub resume_grace_secs: Option<u64>,
+    /// Most WebSocket connections at once [default: 50000].
+    #[arg(long, env = "DUET_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Most WebSocket connections from one IP address [default: 100].
+    #[arg(long, env = "DUET_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Most rooms at once [default: 100000].
+    #[arg(long, env = "DUET_MAX_ROOMS", value_name = "N")]
+    pub max_rooms: Option<usize>,
+    /// Messages per second a connection may sustain [default: 50].
+    #[arg(long, env = "DUET_RATE_LIMIT_PER_SECOND", value_name = "N")]
+    pub rate_limit_per_second: Option<u32>,
+    /// Messages a connection may send in a burst [default: 200].
+    #[arg(long, env = "DUET_RATE_LIMIT_BURST", value_name = "N")]
+    pub rate_limit_burst: Option<u32>,
+    /// Log filter, e.g. `info` or `duet=debug` [default: info].
+    #[arg(long, env = "DUET_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+/// The optional configuration file; same names as the flags, with underscores.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub http_listen: Option<SocketAddr>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub domains: Vec<String>,
+    pub web_dir: Option<PathBuf>,
+    pub allowed_origins: Vec<String>,
+    pub silence_timeout_secs: Option<u64>,
+    pub resume_grace_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub max_rooms: Option<usize>,
+    pub rate_limit_per_second: Option<u32>,
+    pub rate_limit_burst: Option<u32>,
+    pub log: Option<String>,
+    /// Extra `iceServers` entries handed to every client in `joined`.
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// Where the TLS certificate comes from.
+#[derive(Debug, Clone)]
+pub enum CertificateSource {
+    Files { cert: PathBuf, key: PathBuf },
+    SelfSigned,
+}
+
+/// Everything `duet serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub http_listen: Option<SocketAddr>,
+    pub certificate: CertificateSource,
+    pub data_dir: PathBuf,
+    pub domains: Vec<String>,
+    pub web_dir: Option<PathBuf>,
+    pub allowed_origins: Vec<String>,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub log: String,
+    pub signaling: duet_signaling::Config,
+}
+
+impl ServeConfig {
+    /// Merges flags and environment (already in `args`) over the file, over defaults.
+    pub fn load(args: ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => read_file_config(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(args, file)
+    }
+
+    pub fn merge(args: ServeArgs, file: FileConfig) -> anyhow::Result<Self> {
+        let defaults = duet_signaling::Config::default();
+        let cert = args.cert.or(file.cert);
+        let key = args.key.or(file.key);
+        let certificate = match (cert, key) {
+            (Some(cert), Some(key)) => CertificateSource::Files { cert, key },
+            (None, None) => CertificateSource::SelfSigned,
+            (Some(_), None) => bail!("a certificate was given without its key (--key)"),
+            (None, Some(_)) => bail!("a key was given without its certificate (--cert)"),
+        };
+        let silence_secs = args
+            .silence_timeout_secs
+            .or(file.silence_timeout_secs)
+            .unwrap_or(defaults.silence_timeout.as_secs());
+        if silence_secs < 2 {
+            bail!("the silence timeout must be at least 2 seconds");
+        }
+        let grace_secs = args
+            .resume_grace_secs
+            .or(file.resume_grace_secs)
+            .unwrap_or(defaults.resume_grace.as_secs());
+        let rate_per_second = args
+            .rate_limit_per_second
+            .or(file.rate_limit_per_second)
+            .unwrap_or(defaults.rate_limit.per_second);
+        let rate_burst = args
+            .rate_limit_burst
+            .or(file.rate_limit_burst)
+            .unwrap_or(defaults.rate_limit.burst);
+        if rate_per_second == 0 || rate_burst == 0 {
+            bail!("the rate limit and burst must be at least 1");
+        }
+        let mut allowed_origins = if args.allowed_origins.is_empty() {
+            file.allowed_origins
+        } else {
+            args.allowed_origins
+        };
+        for origin in &mut allowed_origins {
+            *origin = normalize_origin(origin)
+                .with_context(|| format!("`{origin}` is not an origin like https://host:port"))?;
+        }
+        Ok(Self {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8443))),
+            http_listen: args.http_listen.or(file.http_listen),
+            certificate,
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("duet-data")),
+            domains: if args.domains.is_empty() {
+                file.domains
+            } else {
+                args.domains
+            },
+            web_dir: args.web_dir.or(file.web_dir),
+            allowed_origins,
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(50_000),
+            max_connections_per_ip: args
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(100),
+            log: args
+                .log
+                .or(file.log)
+                .unwrap_or_else(|| "info,memory_serve=warn".to_owned()),
+            signaling: duet_signaling::Config {
+                silence_timeout: Duration::from_secs(silence_secs),
+                resume_grace: Duration::from_secs(grace_secs),
+                max_rooms: args
+                    .max_rooms
+                    .or(file.max_rooms)
+                    .unwrap_or(defaults.max_rooms),
+                rate_limit: duet_signaling::RateLimit {
+                    burst: rate_burst,
+                    per_second: rate_per_second,
+                    refusals_before_close: defaults.rate_limit.refusals_before_close,
+                },
+                ice_servers: file.ice_servers,
+                ..defaults
+            },
+        })
+    }
+}
+
+fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+    toml::from_str(&text).map_err(|error| {
+        anyhow::anyhow!(
+            "the configuration file {} is invalid: {}",
+            path.display(),
+            error.message()
+        )
+    })
+}
+
+/// `https://Host:443/` → `https://host`; keeps scheme, host and a non-default port.
+pub fn normalize_origin(origin: &str) -> Option<String> {
+    let origin = origin.trim().trim_end_matches('/');
+    let (scheme, rest) = origin.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "https" && scheme != "http" {
+        return None;
+    }
+    if rest.is_empty() || rest.contains('/') || rest.contains('@') {
+        return None;
+    }
+    let rest = rest.to_ascii_lowercase();
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    let rest = rest.strip_suffix(default_port).unwrap_or(&rest);
+    Some(format!("{scheme}://{rest}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_sensible() -> anyhow::Result<()> {
+        let config = ServeConfig::merge(ServeArgs::default(), FileConfig::default())?;
+        assert_eq!(config.listen.to_string(), "0.0.0.0:8443");
+        assert!(matches!(config.certificate, CertificateSource::SelfSigned));
+        assert_eq!(config.data_dir, PathBuf::from("duet-data"));
+        assert_eq!(config.signaling.silence_timeout, Duration::from_secs(30));
+        assert_eq!(config.signaling.resume_grace, Duration::from_secs(20));
+        Ok(())
+    }
+
+    #[test]
+    fn flags_win_over_the_file() -> anyhow::Result<()> {
+        let file: FileConfig = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\nmax_rooms = 5\nsilence_timeout_secs = 60\n",
+        )?;
+        let args = ServeArgs {
+            silence_timeout_secs: Some(10),
+            ..ServeArgs::default()
+        };
+        let config = ServeConfig::merge(args, file)?;
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(config.signaling.max_rooms, 5);
+        assert_eq!(config.signaling.silence_timeout, Duration::from_secs(10));
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let result: Result<FileConfig, _> = toml::from_str("lisen = \"127.0.0.1:1\"\n");
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn the_example_file_parses() -> anyhow::Result<()> {
+        let text = include_str!("../../../config.example.toml");
+        let file: FileConfig = toml::from_str(text)?;
+        ServeConfig::merge(ServeArgs::default(), file)?;
+        Ok(())
+    }
+
+    #[test]
+    fn origins_are_normalized() {
+        assert_eq!(
+            normalize_origin("HTTPS://App.Example.org:443/").as_deref(),
+            Some("https://app.example.org")
+        );
+        assert_eq!(
+            normalize_origin("https://a.b:8443").as_deref(),
+            Some("https://a.b:8443")
+        );
+        assert_eq!(normalize_origin("ftp://a"), None);
+        assert_eq!(normalize_origin("https://a/b"), None);
+    }
+}

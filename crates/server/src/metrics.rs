@@ -1,0 +1,160 @@
+//! Prometheus metrics of one server instance.
+//!
+//! Owns the registry and the metric handles; the registry is a value, not a
+//! global, so several servers in one test process keep their own figures.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+/// Every metric the server exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Gauge,
+    pub connections_total: Counter,
+    pub rooms: Gauge,
+    pub away_seats: Gauge,
+    pub messages_received: Counter,
+    pub messages_relayed: Counter,
+    pub resumes: Counter,
+    pub errors: Family<CodeLabel, Counter>,
+    pub closes: Family<CodeLabel, Counter>,
+    pub upgrades_refused: Family<ReasonLabel, Counter>,
+    pub join_latency: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("duet");
+        let connections = Gauge::default();
+        let connections_total = Counter::default();
+        let rooms = Gauge::default();
+        let away_seats = Gauge::default();
+        let messages_received = Counter::default();
+        let messages_relayed = Counter::default();
+        let resumes = Counter::default();
+        let errors = Family::<CodeLabel, Counter>::default();
+        let closes = Family::<CodeLabel, Counter>::default();
+        let upgrades_refused = Family::<ReasonLabel, Counter>::default();
+        // 10 µs to about 5 s.
+        let join_latency = Histogram::new(exponential_buckets(0.000_01, 2.5, 15));
+        registry.register(
+            "signaling_connections",
+            "Open signaling WebSocket connections",
+            connections.clone(),
+        );
+        registry.register(
+            "signaling_connections",
+            "Signaling WebSocket connections accepted",
+            connections_total.clone(),
+        );
+        registry.register("rooms", "Rooms with at least one seat", rooms.clone());
+        registry.register(
+            "away_seats",
+            "Seats waiting for their client to resume",
+            away_seats.clone(),
+        );
+        registry.register(
+            "messages_received",
+            "Client messages accepted by the signaling server",
+            messages_received.clone(),
+        );
+        registry.register(
+            "messages_relayed",
+            "Messages delivered from one member to the other",
+            messages_relayed.clone(),
+        );
+        registry.register(
+            "resumes",
+            "Seats taken back with a resume token",
+            resumes.clone(),
+        );
+        registry.register(
+            "signaling_errors",
+            "Error messages sent to clients, by code",
+            errors.clone(),
+        );
+        registry.register(
+            "signaling_closes",
+            "Connections closed by the server, by close code",
+            closes.clone(),
+        );
+        registry.register(
+            "upgrades_refused",
+            "WebSocket upgrades refused, by reason",
+            upgrades_refused.clone(),
+        );
+        registry.register(
+            "join_latency_seconds",
+            "Time from receiving a join to queueing its answer",
+            join_latency.clone(),
+        );
+        Self {
+            registry,
+            connections,
+            connections_total,
+            rooms,
+            away_seats,
+            messages_received,
+            messages_relayed,
+            resumes,
+            errors,
+            closes,
+            upgrades_refused,
+            join_latency,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+
+    pub fn error(&self, code: &str) {
+        self.errors
+            .get_or_create(&CodeLabel {
+                code: code.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn close(&self, code: u16) {
+        self.closes
+            .get_or_create(&CodeLabel {
+                code: code.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn refuse_upgrade(&self, reason: &str) {
+        self.upgrades_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,207 @@
+//! Starting and stopping a Duet server: binds the listeners, loads the TLS
+//! identity, spawns the HTTPS server, the optional HTTP redirect and the
+//! signaling timer task, and shuts them all down on request.
+//!
+//! Owns the listening sockets and tasks. [`start`] takes a config whose
+//! addresses may use port 0, so tests run many servers side by side.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::app::{AppState, router};
+use crate::config::{CertificateSource, ServeConfig};
+use crate::limits::ConnectionLimits;
+use crate::metrics::Metrics;
+use crate::signaling::Signaling;
+use crate::tls::{Identity, load_identity, self_signed_names};
+
+/// Longest a client may take for the TLS handshake or its first request.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+/// Longest shutdown waits for tasks before giving up on them.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
+
+/// A server that is accepting connections.
+#[derive(Debug)]
+pub struct RunningServer {
+    pub https_addr: SocketAddr,
+    pub http_addr: Option<SocketAddr>,
+    pub identity: Identity,
+    pub state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    handle: axum_server::Handle<SocketAddr>,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+/// Binds, loads the certificate and starts serving.
+pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
+    let https_listener = bind(config.listen)?;
+    let http_listener = config.http_listen.map(bind).transpose()?;
+    let https_addr = https_listener.local_addr()?;
+    let http_addr = match &http_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
+
+    let names = self_signed_names(&config.domains);
+    let identity = load_identity(&config.certificate, &config.data_dir, &names)?;
+    if let CertificateSource::Files { .. } = config.certificate {
+        tracing::info!(cert = %identity.cert_path.display(), "using the configured certificate");
+    }
+
+    let metrics = Arc::new(Metrics::new());
+    let signaling = Signaling::new(config.signaling.clone(), Arc::clone(&metrics));
+    let (shutdown, shutdown_receiver) = watch::channel(false);
+    let mut allowed_origins = config.allowed_origins.clone();
+    for domain in &config.domains {
+        allowed_origins.push(format!("https://{}", domain.to_ascii_lowercase()));
+        allowed_origins.push(format!(
+            "https://{}:{}",
+            domain.to_ascii_lowercase(),
+            https_addr.port()
+        ));
+    }
+    let state = Arc::new(AppState {
+        signaling: Arc::clone(&signaling),
+        metrics,
+        limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
+        allowed_origins,
+        web_dir: config.web_dir.clone(),
+        shutdown: shutdown_receiver.clone(),
+    });
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn({
+        let signaling = Arc::clone(&signaling);
+        let shutdown = shutdown_receiver.clone();
+        async move {
+            signaling.run_timers(shutdown).await;
+            Ok(())
+        }
+    });
+
+    let handle = axum_server::Handle::new();
+    let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(Arc::clone(
+        &identity.server_config,
+    )))
+    .handshake_timeout(HANDSHAKE_DEADLINE);
+    let https = axum_server::from_tcp(https_listener)
+        .context("cannot use the HTTPS listener")?
+        .acceptor(acceptor)
+        .handle(handle.clone())
+        .first_request_timeout(HANDSHAKE_DEADLINE);
+    let app = router(Arc::clone(&state));
+    tasks.spawn(async move {
+        https
+            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .context("the HTTPS server failed")
+    });
+
+    if let Some(listener) = http_listener {
+        let mut stop = shutdown_receiver.clone();
+        let https_port = https_addr.port();
+        tasks.spawn(async move {
+            listener.set_nonblocking(true)?;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let redirect = Router::new().fallback(move |request: Request| async move {
+                redirect_to_https(request.uri(), request.headers(), https_port)
+            });
+            axum::serve(listener, redirect)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await
+                .context("the HTTP redirect server failed")
+        });
+    }
+
+    Ok(RunningServer {
+        https_addr,
+        http_addr,
+        identity,
+        state,
+        shutdown,
+        handle,
+        tasks,
+    })
+}
+
+impl RunningServer {
+    /// Closes every WebSocket with 1001, stops accepting, and waits (bounded) for the tasks.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        self.handle.graceful_shutdown(Some(Duration::from_secs(2)));
+        let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        self.tasks.abort_all();
+    }
+
+    /// Resolves when a server task stops by itself (an error), with that error.
+    pub async fn failed(&mut self) -> anyhow::Error {
+        while let Some(result) = self.tasks.join_next().await {
+            match result {
+                Ok(Err(error)) => return error,
+                Err(error) => return anyhow::anyhow!("a server task stopped: {error}"),
+                Ok(Ok(())) => {}
+            }
+        }
+        anyhow::anyhow!("all server tasks ended")
+    }
+}
+
+fn bind(address: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let describe = |error: std::io::Error| {
+        let why = match error.kind() {
+            std::io::ErrorKind::AddrInUse => "the address is already in use".to_owned(),
+            std::io::ErrorKind::PermissionDenied => {
+                "permission denied (ports below 1024 need privileges)".to_owned()
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                "the address does not belong to this machine".to_owned()
+            }
+            _ => error.to_string(),
+        };
+        anyhow::anyhow!("cannot listen on {address}: {why}")
+    };
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(describe)?;
+    socket.set_reuseaddr(true).map_err(describe)?;
+    socket.bind(address).map_err(describe)?;
+    let listener = socket.listen(4096).map_err(describe)?;
+    listener.into_std().map_err(describe)
+}
+
+fn redirect_to_https(uri: &Uri, headers: &axum::http::HeaderMap, https_port: u16) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .and_then(|host| host.parse::<axum::http::uri::Authority>().ok());
+    let Some(host) = host else {
+        return (StatusCode::BAD_REQUEST, "a Host header is needed\n").into_response();
+    };
+    let path = uri.path_and_query().map_or("/", |path| path.as_str());
+    let authority = if https_port == 443 {
+        host.host().to_owned()
+    } else if host.host().contains(':') {
+        format!("[{}]:{https_port}", host.host().trim_matches(['[', ']']))
+    } else {
+        format!("{}:{https_port}", host.host())
+    };
+    Redirect::permanent(&format!("https://{authority}{path}")).into_response()
+}

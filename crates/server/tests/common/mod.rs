@@ -1,0 +1,269 @@
+//! Test support: a real server on port 0 and a real WebSocket client over TLS
+//! that trusts the server's generated certificate (and nothing else).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use duet_server::config::{FileConfig, ServeArgs, ServeConfig};
+use duet_server::server::{RunningServer, start};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long a test waits for something that should happen promptly.
+pub const PROMPT: Duration = Duration::from_secs(5);
+
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub addr: SocketAddr,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub data_dir: PathBuf,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    /// Starts a server on 127.0.0.1:0 after `adjust` edits the flags.
+    pub async fn with(adjust: impl FnOnce(&mut ServeArgs)) -> Self {
+        duet_server::install_crypto_provider();
+        let data_dir = std::env::temp_dir().join(format!(
+            "duet-test-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let mut args = ServeArgs {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            data_dir: Some(data_dir.clone()),
+            ..ServeArgs::default()
+        };
+        adjust(&mut args);
+        let config = ServeConfig::merge(args, FileConfig::default()).unwrap();
+        let server = start(config).await.unwrap();
+        let addr = server.https_addr;
+        let tls = client_tls(&server.identity.cert_path);
+        Self {
+            server: Some(server),
+            addr,
+            tls,
+            data_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("wss://localhost:{}/ws", self.addr.port())
+    }
+
+    /// Opens a signaling connection with no `Origin` (as a native client).
+    pub async fn connect(&self) -> Client {
+        self.try_connect(None).await.expect("WebSocket connection")
+    }
+
+    pub async fn try_connect(
+        &self,
+        origin: Option<&str>,
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let mut request = self.ws_url().into_client_request()?;
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("origin", HeaderValue::from_str(origin).unwrap());
+        }
+        let stream = TcpStream::connect(self.addr).await?;
+        let (socket, _) = tokio_tungstenite::client_async_tls_with_config(
+            request,
+            stream,
+            None,
+            Some(Connector::Rustls(Arc::clone(&self.tls))),
+        )
+        .await?;
+        Ok(Client { socket })
+    }
+
+    /// A reqwest client that trusts this server's certificate.
+    pub fn http(&self) -> reqwest::Client {
+        let pem = std::fs::read(self.data_dir.join("cert.pem")).unwrap();
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+            .resolve("localhost", self.addr)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+fn client_tls(cert_path: &std::path::Path) -> Arc<rustls::ClientConfig> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(cert_path).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// One signaling client.
+pub struct Client {
+    pub socket: Socket,
+}
+
+/// What a read produced.
+#[derive(Debug, PartialEq)]
+pub enum Event {
+    Json(Value),
+    Closed(Option<u16>, String),
+    Ended,
+}
+
+impl Client {
+    pub async fn send(&mut self, text: &str) {
+        self.socket
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.send(&value.to_string()).await;
+    }
+
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.socket
+            .send(Message::Binary(Bytes::from(bytes)))
+            .await
+            .expect("send");
+    }
+
+    pub async fn join(&mut self, room: &str) -> Value {
+        self.send_json(serde_json::json!({"type":"join","room":room}))
+            .await;
+        self.recv().await
+    }
+
+    /// The next JSON message, within [`PROMPT`]; panics on anything else.
+    pub async fn recv(&mut self) -> Value {
+        match self.next_event(PROMPT).await {
+            Some(Event::Json(value)) => value,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// The next event within `wait`, or None if nothing came.
+    pub async fn next_event(&mut self, wait: Duration) -> Option<Event> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .ok()?;
+            return Some(match next {
+                Some(Ok(Message::Text(text))) => {
+                    Event::Json(serde_json::from_str(text.as_str()).expect("server sent JSON"))
+                }
+                Some(Ok(Message::Close(frame))) => Event::Closed(
+                    frame.as_ref().map(|frame| u16::from(frame.code)),
+                    frame
+                        .map(|frame| frame.reason.to_string())
+                        .unwrap_or_default(),
+                ),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(Message::Binary(_))) => panic!("the server sent a binary frame"),
+                Some(Err(_)) | None => Event::Ended,
+            });
+        }
+    }
+
+    /// Asserts nothing but pings arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Some(event) = self.next_event(wait).await {
+            panic!("expected nothing, got {event:?}");
+        }
+    }
+
+    /// Waits for the server to close; returns the close code.
+    pub async fn expect_close(&mut self, wait: Duration) -> Option<u16> {
+        loop {
+            match self.next_event(wait).await {
+                Some(Event::Closed(code, _)) => return code,
+                Some(Event::Ended) => return None,
+                Some(Event::Json(_)) => continue,
+                None => panic!("the server did not close the connection within {wait:?}"),
+            }
+        }
+    }
+
+    pub async fn close(mut self, code: u16) {
+        let _ = self
+            .socket
+            .close(Some(CloseFrame {
+                code: CloseCode::from(code),
+                reason: "".into(),
+            }))
+            .await;
+        // Wait for the server's reply so the close is complete.
+        let _ = tokio::time::timeout(PROMPT, async {
+            while self.socket.next().await.is_some() {}
+        })
+        .await;
+    }
+
+    /// Drops the TCP connection without a close frame, as a broken network would.
+    pub fn drop_abruptly(self) {
+        drop(self.socket);
+    }
+}
+
+/// Two clients that have joined `room`; returns (first, second, first id, second id).
+pub async fn pair(server: &TestServer, room: &str) -> (Client, Client, Value, Value) {
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    let joined_a = a.join(room).await;
+    assert_eq!(joined_a["type"], "joined");
+    let joined_b = b.join(room).await;
+    assert_eq!(joined_b["type"], "joined");
+    let other = a.recv().await;
+    assert_eq!(other["type"], "other_joined");
+    (a, b, joined_a, joined_b)
+}
