@@ -1,0 +1,1043 @@
+//! The TURN server core: one state machine for every client, allocation and
+//! relay port of a Duet relay.
+//!
+//! Inputs are datagrams (or TCP-framed messages) with their addresses and the
+//! current `Instant`; outputs are [`Command`]s for the driver. The data path
+//! (ChannelData and Send/Data indications) does not allocate: it returns where
+//! to send which bytes of the caller's buffer. No IO, no clock, no globals.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use stun_types::attribute::{
+    AttributeType, ErrorCode, Nonce, Realm, UnknownAttributes, Username, XorMappedAddress,
+};
+use stun_types::message::{
+    BINDING, IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageType,
+    MessageWrite, MessageWriteExt, MessageWriteVec, Method, TransactionId,
+};
+use turn_types::attribute::{
+    ChannelNumber, Lifetime, RequestedTransport, XorPeerAddress, XorRelayedAddress,
+};
+use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
+
+use crate::allocation::{Allocation, ChannelBindError};
+use crate::auth::{Nonces, Refusal};
+use crate::config::Config;
+use crate::datapath;
+use crate::policy::PeerDecision;
+
+/// How a client reached the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// A client's 5-tuple: transport, client address and the server address it reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FiveTuple {
+    pub transport: Transport,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Send a STUN message to a client.
+    SendToClient { to: FiveTuple, bytes: Vec<u8> },
+    /// Bind a relay socket on this port, then call [`Server::handle_relay_opened`].
+    OpenRelay { port: u16 },
+    /// Close the relay socket on this port.
+    CloseRelay { port: u16 },
+}
+
+/// Relay `payload` (a range of the caller's buffer) from relay port `relay_port` to `peer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub relay_port: u16,
+    pub peer: SocketAddr,
+    pub payload: Range<usize>,
+}
+
+/// Deliver `bytes` (a range of the caller's buffer) to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub to: FiveTuple,
+    pub bytes: Range<usize>,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub allocations: usize,
+    pub allocations_total: u64,
+    pub to_peer_packets: u64,
+    pub to_peer_bytes: u64,
+    pub to_client_packets: u64,
+    pub to_client_bytes: u64,
+    pub auth_failures: u64,
+    pub denied_peers: u64,
+    pub quota_refusals: u64,
+    pub dropped: u64,
+}
+
+/// An Allocate waiting for its relay socket.
+#[derive(Debug)]
+struct Pending {
+    from: FiveTuple,
+    transaction: TransactionId,
+    username: String,
+    credentials: LongTermKeyCredentials,
+    algorithm: IntegrityAlgorithm,
+    lifetime: Duration,
+    attempts: u8,
+}
+
+/// A request that passed authentication.
+struct Authenticated {
+    username: String,
+    credentials: LongTermKeyCredentials,
+    algorithm: IntegrityAlgorithm,
+}
+
+/// Attributes this server understands (comprehension-required ones outside this list get 420).
+const KNOWN_ATTRIBUTES: [AttributeType; 16] = [
+    AttributeType::new(0x0006), // USERNAME
+    AttributeType::new(0x0008), // MESSAGE-INTEGRITY
+    AttributeType::new(0x000C), // CHANNEL-NUMBER
+    AttributeType::new(0x000D), // LIFETIME
+    AttributeType::new(0x0012), // XOR-PEER-ADDRESS
+    AttributeType::new(0x0013), // DATA
+    AttributeType::new(0x0014), // REALM
+    AttributeType::new(0x0015), // NONCE
+    AttributeType::new(0x0017), // REQUESTED-ADDRESS-FAMILY
+    AttributeType::new(0x0018), // EVEN-PORT
+    AttributeType::new(0x0019), // REQUESTED-TRANSPORT
+    AttributeType::new(0x001A), // DONT-FRAGMENT
+    AttributeType::new(0x001C), // MESSAGE-INTEGRITY-SHA256
+    AttributeType::new(0x001D), // PASSWORD-ALGORITHM
+    AttributeType::new(0x001E), // USERHASH
+    AttributeType::new(0x0022), // RESERVATION-TOKEN
+];
+const MESSAGE_INTEGRITY: AttributeType = AttributeType::new(0x0008);
+const MESSAGE_INTEGRITY_SHA256: AttributeType = AttributeType::new(0x001C);
+const FINGERPRINT: AttributeType = AttributeType::new(0x8028);
+const RESERVATION_TOKEN: AttributeType = AttributeType::new(0x0022);
+const REQUESTED_ADDRESS_FAMILY: AttributeType = AttributeType::new(0x0017);
+const EVEN_PORT: AttributeType = AttributeType::new(0x0018);
+const XOR_PEER_ADDRESS: AttributeType = AttributeType::new(0x0012);
+/// Relay ports tried for one Allocate before giving up with 508.
+const OPEN_ATTEMPTS: u8 = 3;
+
+/// The TURN server state machine. See the module documentation.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    nonces: Nonces,
+    epoch: Instant,
+    epoch_unix: u64,
+    rng: StdRng,
+    allocations: HashMap<FiveTuple, Allocation>,
+    by_port: HashMap<u16, FiveTuple>,
+    pending: HashMap<u16, Pending>,
+    ports_in_use: HashSet<u16>,
+    per_user: HashMap<String, usize>,
+    expiries: BinaryHeap<Reverse<(Instant, FiveTuple)>>,
+    commands: VecDeque<Command>,
+    stats: Stats,
+}
+
+impl Server {
+    /// A server with no allocations. `now`/`now_unix` anchor the clock (Unix
+    /// time is needed for REST credentials); `seed` drives nonces and ports.
+    pub fn new(config: Config, seed: [u8; 32], now: Instant, now_unix: u64) -> Self {
+        let mut rng = StdRng::from_seed(seed);
+        let nonces = Nonces::new(rng.random());
+        Self {
+            config,
+            nonces,
+            epoch: now,
+            epoch_unix: now_unix,
+            rng,
+            allocations: HashMap::new(),
+            by_port: HashMap::new(),
+            pending: HashMap::new(),
+            ports_in_use: HashSet::new(),
+            per_user: HashMap::new(),
+            expiries: BinaryHeap::new(),
+            commands: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A message from a client: a STUN message or ChannelData (one datagram, or
+    /// one message cut from a TCP stream). Returns data to relay to a peer, if any.
+    pub fn handle_client(
+        &mut self,
+        from: FiveTuple,
+        packet: &[u8],
+        now: Instant,
+    ) -> Option<Forward> {
+        match packet.first().map(|byte| byte >> 6) {
+            Some(0b01) => self.client_channel_data(from, packet, now),
+            Some(0b00) => self.client_stun(from, packet, now),
+            _ => {
+                self.stats.dropped += 1;
+                None
+            }
+        }
+    }
+
+    /// A datagram from a peer to relay port `relay_port`. `buffer` holds the
+    /// payload at `datapath::HEADROOM..HEADROOM + payload_len` and has at least
+    /// `datapath::TAILROOM` bytes after it; the header is written in front of
+    /// the payload in place. Returns what to send to which client.
+    pub fn handle_peer(
+        &mut self,
+        relay_port: u16,
+        peer: SocketAddr,
+        buffer: &mut [u8],
+        payload_len: usize,
+        now: Instant,
+    ) -> Option<Delivery> {
+        let to = *self.by_port.get(&relay_port)?;
+        let allocation = self.allocations.get_mut(&to)?;
+        if !allocation.is_permitted(peer.ip(), now) || !allocation.spend(payload_len, now) {
+            self.stats.dropped += 1;
+            return None;
+        }
+        let bytes = match allocation.channel_of(peer, now) {
+            Some(channel) => datapath::frame_channel_data(
+                buffer,
+                payload_len,
+                channel,
+                to.transport == Transport::Tcp,
+            ),
+            None => {
+                let transaction: [u8; 12] = self.rng.random();
+                datapath::frame_data_indication(buffer, payload_len, peer, transaction)
+            }
+        }?;
+        self.stats.to_client_packets += 1;
+        self.stats.to_client_bytes += payload_len as u64;
+        Some(Delivery { to, bytes })
+    }
+
+    /// The answer to [`Command::OpenRelay`]: `true` if the socket is bound.
+    pub fn handle_relay_opened(&mut self, port: u16, opened: bool, now: Instant) {
+        let Some(pending) = self.pending.remove(&port) else {
+            if opened {
+                // Nobody waits for it any more (the client went away): close it.
+                self.ports_in_use.remove(&port);
+                self.commands.push_back(Command::CloseRelay { port });
+            }
+            return;
+        };
+        if opened {
+            self.finish_allocation(port, pending, now);
+            return;
+        }
+        self.ports_in_use.remove(&port);
+        if pending.attempts + 1 >= OPEN_ATTEMPTS {
+            self.release_user(&pending.username);
+            let response = self.error(
+                ALLOCATE,
+                pending.transaction,
+                508,
+                "Insufficient Capacity",
+                None,
+            );
+            self.send(pending.from, response);
+            return;
+        }
+        match self.pick_port(false) {
+            Some(next) => {
+                self.pending.insert(
+                    next,
+                    Pending {
+                        attempts: pending.attempts + 1,
+                        ..pending
+                    },
+                );
+                self.commands.push_back(Command::OpenRelay { port: next });
+            }
+            None => {
+                self.release_user(&pending.username);
+                let response = self.error(
+                    ALLOCATE,
+                    pending.transaction,
+                    508,
+                    "Insufficient Capacity",
+                    None,
+                );
+                self.send(pending.from, response);
+            }
+        }
+    }
+
+    /// A TCP client connection closed: its allocation goes with it (RFC 8656 §3.1).
+    pub fn handle_client_closed(&mut self, from: FiveTuple) {
+        self.delete_allocation(&from);
+    }
+
+    /// Expires allocations whose lifetime ran out.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, key))) = self.expiries.peek().cloned() {
+            if at > now {
+                break;
+            }
+            self.expiries.pop();
+            match self
+                .allocations
+                .get(&key)
+                .map(|allocation| allocation.expires)
+            {
+                Some(expires) if expires <= now => self.delete_allocation(&key),
+                Some(expires) if expires > at => self.expiries.push(Reverse((expires, key))),
+                _ => {}
+            }
+        }
+    }
+
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.expiries.peek().map(|Reverse((at, _))| *at)
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            allocations: self.allocations.len(),
+            ..self.stats
+        }
+    }
+
+    /// Unix seconds at `now`.
+    pub fn unix_time(&self, now: Instant) -> u64 {
+        self.epoch_unix + now.saturating_duration_since(self.epoch).as_secs()
+    }
+
+    // ----- data path -----
+
+    fn client_channel_data(
+        &mut self,
+        from: FiveTuple,
+        packet: &[u8],
+        now: Instant,
+    ) -> Option<Forward> {
+        let Some((number, payload)) = datapath::parse_channel_data(packet) else {
+            self.stats.dropped += 1;
+            return None;
+        };
+        let allocation = self.allocations.get_mut(&from)?;
+        let peer = allocation.channel_peer(number, now)?;
+        if !allocation.is_permitted(peer.ip(), now) || !allocation.spend(payload.len(), now) {
+            self.stats.dropped += 1;
+            return None;
+        }
+        self.stats.to_peer_packets += 1;
+        self.stats.to_peer_bytes += payload.len() as u64;
+        Some(Forward {
+            relay_port: allocation.relay_port,
+            peer,
+            payload,
+        })
+    }
+
+    fn send_indication(
+        &mut self,
+        from: FiveTuple,
+        message: &Message<'_>,
+        now: Instant,
+    ) -> Option<Forward> {
+        let peer = message
+            .attribute::<XorPeerAddress>()
+            .ok()?
+            .addr(message.transaction_id());
+        let (offset, data) = message.raw_attribute_and_offset(AttributeType::new(0x0013))?;
+        let start = offset + 4;
+        let payload = start..start + data.value.len();
+        let allocation = self.allocations.get_mut(&from)?;
+        if !allocation.is_permitted(peer.ip(), now) || !allocation.spend(payload.len(), now) {
+            self.stats.dropped += 1;
+            return None;
+        }
+        self.stats.to_peer_packets += 1;
+        self.stats.to_peer_bytes += payload.len() as u64;
+        Some(Forward {
+            relay_port: allocation.relay_port,
+            peer,
+            payload,
+        })
+    }
+
+    // ----- control path -----
+
+    fn client_stun(&mut self, from: FiveTuple, packet: &[u8], now: Instant) -> Option<Forward> {
+        let message = match Message::from_bytes(packet) {
+            Ok(message) => message,
+            Err(_) => {
+                self.answer_malformed(from, packet);
+                return None;
+            }
+        };
+        match message.class() {
+            MessageClass::Request => {}
+            MessageClass::Indication => {
+                return if message.method() == SEND {
+                    self.send_indication(from, &message, now)
+                } else {
+                    None
+                };
+            }
+            MessageClass::Success | MessageClass::Error => {
+                self.stats.dropped += 1;
+                return None;
+            }
+        }
+        if let Some(unknown) = unknown_required(&message) {
+            let response = self.unknown_attributes(&message, &unknown);
+            self.answer_unauthenticated(from, packet.len(), response);
+            return None;
+        }
+        let method = message.method();
+        if method == BINDING {
+            self.binding(from, &message, packet.len());
+        } else if method == ALLOCATE {
+            self.allocate(from, &message, packet.len(), now);
+        } else if method == REFRESH {
+            self.refresh(from, &message, packet.len(), now);
+        } else if method == CREATE_PERMISSION {
+            self.create_permission(from, &message, packet.len(), now);
+        } else if method == CHANNEL_BIND {
+            self.channel_bind(from, &message, packet.len(), now);
+        } else {
+            let response = self.error(
+                method,
+                message.transaction_id(),
+                400,
+                "Unknown method",
+                None,
+            );
+            self.answer_unauthenticated(from, packet.len(), response);
+        }
+        None
+    }
+
+    fn binding(&mut self, from: FiveTuple, request: &Message<'_>, request_len: usize) {
+        let mut response = Message::builder_success(request, MessageWriteVec::with_capacity(48));
+        let mapped = XorMappedAddress::new(from.client, request.transaction_id());
+        if response.add_attribute(&mapped).is_err() {
+            return;
+        }
+        if request.has_attribute(FINGERPRINT) && response.add_fingerprint().is_err() {
+            return;
+        }
+        let bytes = response.finish();
+        // A Binding answer may exceed a bare 20-byte request by the mapped
+        // address it exists to carry; nothing else is added to it.
+        let allowance = request_len + datapath::mapped_address_len(from.client);
+        self.answer_bounded(from, allowance, bytes);
+    }
+
+    fn allocate(
+        &mut self,
+        from: FiveTuple,
+        request: &Message<'_>,
+        request_len: usize,
+        now: Instant,
+    ) {
+        let transaction = request.transaction_id();
+        let auth = match self.authenticate(from, request, request_len, now) {
+            Some(auth) => auth,
+            None => return,
+        };
+        if let Some(existing) = self.allocations.get(&from) {
+            if existing.allocate_transaction == transaction {
+                let bytes = existing.allocate_response.clone();
+                self.send(from, bytes);
+            } else {
+                self.reply_error(from, request, &auth, 437, "Allocation Mismatch");
+            }
+            return;
+        }
+        if self.pending.values().any(|pending| pending.from == from) {
+            return; // a retransmission while the relay socket is being opened
+        }
+        match request.attribute::<RequestedTransport>() {
+            Ok(transport) if transport.protocol() == RequestedTransport::UDP => {}
+            Ok(_) => {
+                return self.reply_error(
+                    from,
+                    request,
+                    &auth,
+                    442,
+                    "Unsupported Transport Protocol",
+                );
+            }
+            Err(_) => {
+                return self.reply_error(from, request, &auth, 400, "REQUESTED-TRANSPORT missing");
+            }
+        }
+        if request.has_attribute(RESERVATION_TOKEN) {
+            return self.reply_error(from, request, &auth, 508, "Reservations not supported");
+        }
+        if let Some(raw) = request.raw_attribute(REQUESTED_ADDRESS_FAMILY) {
+            let family_ok = raw.value.first() == Some(&0x01) && self.config.relay_address.is_ipv4()
+                || raw.value.first() == Some(&0x02) && self.config.relay_address.is_ipv6();
+            if !family_ok {
+                return self.reply_error(from, request, &auth, 440, "Address Family not Supported");
+            }
+        }
+        let user_count = self.per_user.get(&auth.username).copied().unwrap_or(0);
+        if self.allocations.len() + self.pending.len() >= self.config.max_allocations
+            || user_count >= self.config.max_allocations_per_user
+        {
+            self.stats.quota_refusals += 1;
+            return self.reply_error(from, request, &auth, 486, "Allocation Quota Reached");
+        }
+        let Some(port) = self.pick_port(request.has_attribute(EVEN_PORT)) else {
+            return self.reply_error(from, request, &auth, 508, "Insufficient Capacity");
+        };
+        let lifetime = self
+            .desired_lifetime(request)
+            .unwrap_or(self.config.lifetimes.allocation_default);
+        *self.per_user.entry(auth.username.clone()).or_insert(0) += 1;
+        self.pending.insert(
+            port,
+            Pending {
+                from,
+                transaction,
+                username: auth.username,
+                credentials: auth.credentials,
+                algorithm: auth.algorithm,
+                lifetime,
+                attempts: 0,
+            },
+        );
+        self.commands.push_back(Command::OpenRelay { port });
+        let _ = now;
+    }
+
+    fn finish_allocation(&mut self, port: u16, pending: Pending, now: Instant) {
+        let expires = now + pending.lifetime;
+        let mut allocation = Allocation::new(
+            pending.username,
+            pending.credentials,
+            port,
+            expires,
+            pending.transaction,
+            self.config.bandwidth_per_allocation,
+            now,
+        );
+        let relayed = SocketAddr::new(self.config.relay_address, port);
+        let key = allocation.key(pending.algorithm);
+        let mut response = Message::builder(
+            MessageType::from_class_method(MessageClass::Success, ALLOCATE),
+            pending.transaction,
+            MessageWriteVec::with_capacity(128),
+        );
+        let built = response
+            .add_attribute(&XorRelayedAddress::new(relayed, pending.transaction))
+            .and_then(|()| response.add_attribute(&Lifetime::new(seconds(pending.lifetime))))
+            .and_then(|()| {
+                response.add_attribute(&XorMappedAddress::new(
+                    pending.from.client,
+                    pending.transaction,
+                ))
+            })
+            .and_then(|()| response.add_message_integrity_with_key(&key, pending.algorithm))
+            .and_then(|()| response.add_fingerprint());
+        if built.is_err() {
+            self.ports_in_use.remove(&port);
+            self.commands.push_back(Command::CloseRelay { port });
+            return;
+        }
+        let bytes = response.finish();
+        allocation.allocate_response = bytes.clone();
+        self.by_port.insert(port, pending.from);
+        self.allocations.insert(pending.from, allocation);
+        self.expiries.push(Reverse((expires, pending.from)));
+        self.stats.allocations_total += 1;
+        self.send(pending.from, bytes);
+    }
+
+    fn refresh(
+        &mut self,
+        from: FiveTuple,
+        request: &Message<'_>,
+        request_len: usize,
+        now: Instant,
+    ) {
+        let Some(auth) = self.authenticate(from, request, request_len, now) else {
+            return;
+        };
+        if !self.owns_allocation(from, &auth) {
+            return self.reply_mismatch(from, request, &auth);
+        }
+        let requested_zero = request
+            .attribute::<Lifetime>()
+            .is_ok_and(|lifetime| lifetime.seconds() == 0);
+        let lifetime = if requested_zero {
+            Duration::ZERO
+        } else {
+            self.desired_lifetime(request)
+                .unwrap_or(self.config.lifetimes.allocation_default)
+        };
+        if requested_zero {
+            self.delete_allocation(&from);
+        } else if let Some(allocation) = self.allocations.get_mut(&from) {
+            allocation.expires = now + lifetime;
+            self.expiries.push(Reverse((allocation.expires, from)));
+        }
+        let lifetime_attribute = Lifetime::new(seconds(lifetime));
+        self.reply_success(from, request, &auth, &[&lifetime_attribute]);
+    }
+
+    fn create_permission(
+        &mut self,
+        from: FiveTuple,
+        request: &Message<'_>,
+        request_len: usize,
+        now: Instant,
+    ) {
+        let Some(auth) = self.authenticate(from, request, request_len, now) else {
+            return;
+        };
+        if !self.owns_allocation(from, &auth) {
+            return self.reply_mismatch(from, request, &auth);
+        }
+        let transaction = request.transaction_id();
+        let mut peers = Vec::new();
+        for (_, raw) in request.iter_attributes() {
+            if raw.header.get_type() != XOR_PEER_ADDRESS {
+                continue;
+            }
+            match XorPeerAddress::try_from(&raw) {
+                Ok(peer) => peers.push(peer.addr(transaction).ip()),
+                Err(_) => {
+                    return self.reply_error(from, request, &auth, 400, "Bad XOR-PEER-ADDRESS");
+                }
+            }
+        }
+        if peers.is_empty() {
+            return self.reply_error(from, request, &auth, 400, "XOR-PEER-ADDRESS missing");
+        }
+        // Every peer is checked before any permission is installed (all or nothing).
+        for peer in &peers {
+            if let Err(code) = self.check_peer(*peer) {
+                return self.reply_error(from, request, &auth, code.0, code.1);
+            }
+        }
+        let until = now + self.config.lifetimes.permission;
+        let Some(allocation) = self.allocations.get_mut(&from) else {
+            return;
+        };
+        for peer in peers {
+            if !allocation.permit(peer, until, now) {
+                return self.reply_error(from, request, &auth, 508, "Too many permissions");
+            }
+        }
+        self.reply_success(from, request, &auth, &[]);
+    }
+
+    fn channel_bind(
+        &mut self,
+        from: FiveTuple,
+        request: &Message<'_>,
+        request_len: usize,
+        now: Instant,
+    ) {
+        let Some(auth) = self.authenticate(from, request, request_len, now) else {
+            return;
+        };
+        if !self.owns_allocation(from, &auth) {
+            return self.reply_mismatch(from, request, &auth);
+        }
+        let number = match request.attribute::<ChannelNumber>() {
+            Ok(number) => number.channel(),
+            Err(_) => return self.reply_error(from, request, &auth, 400, "CHANNEL-NUMBER missing"),
+        };
+        let peer = match request.attribute::<XorPeerAddress>() {
+            Ok(peer) => peer.addr(request.transaction_id()),
+            Err(_) => {
+                return self.reply_error(from, request, &auth, 400, "XOR-PEER-ADDRESS missing");
+            }
+        };
+        if let Err(code) = self.check_peer(peer.ip()) {
+            return self.reply_error(from, request, &auth, code.0, code.1);
+        }
+        let channel_until = now + self.config.lifetimes.channel;
+        let permission_until = now + self.config.lifetimes.permission;
+        let Some(allocation) = self.allocations.get_mut(&from) else {
+            return;
+        };
+        match allocation.bind_channel(number, peer, channel_until, now) {
+            Ok(()) => {}
+            Err(ChannelBindError::BadNumber) => {
+                return self.reply_error(from, request, &auth, 400, "Bad channel number");
+            }
+            Err(ChannelBindError::Conflict) => {
+                return self.reply_error(
+                    from,
+                    request,
+                    &auth,
+                    400,
+                    "Channel or peer already bound",
+                );
+            }
+        }
+        if !allocation.permit(peer.ip(), permission_until, now) {
+            return self.reply_error(from, request, &auth, 508, "Too many permissions");
+        }
+        self.reply_success(from, request, &auth, &[]);
+    }
+
+    // ----- authentication -----
+
+    /// Checks the long-term credentials (RFC 8489 §9.2.4). On failure the
+    /// answer is already queued and `None` returned.
+    fn authenticate(
+        &mut self,
+        from: FiveTuple,
+        request: &Message<'_>,
+        request_len: usize,
+        now: Instant,
+    ) -> Option<Authenticated> {
+        let transaction = request.transaction_id();
+        let has_integrity = request.has_attribute(MESSAGE_INTEGRITY)
+            || request.has_attribute(MESSAGE_INTEGRITY_SHA256);
+        if !has_integrity {
+            let response = self.challenge(&from, request, 401, now);
+            self.answer_unauthenticated(from, request_len, response);
+            return None;
+        }
+        let (Ok(username), Ok(_realm), Ok(nonce)) = (
+            request.attribute::<Username>(),
+            request.attribute::<Realm>(),
+            request.attribute::<Nonce>(),
+        ) else {
+            let response = self.error(request.method(), transaction, 400, "Bad Request", None);
+            self.answer_unauthenticated(from, request_len, response);
+            return None;
+        };
+        match self
+            .nonces
+            .verify(nonce.nonce(), from.client, self.clock(now))
+        {
+            Ok(()) => {}
+            Err(true) => {
+                let response = self.challenge(&from, request, 438, now);
+                self.answer_unauthenticated(from, request_len, response);
+                return None;
+            }
+            Err(false) => {
+                self.stats.auth_failures += 1;
+                let response = self.challenge(&from, request, 401, now);
+                self.answer_unauthenticated(from, request_len, response);
+                return None;
+            }
+        }
+        let username = username.username().to_owned();
+        let password = match self
+            .config
+            .credentials
+            .password(&username, self.unix_time(now))
+        {
+            Ok(password) => password,
+            Err(Refusal::UnknownUser | Refusal::Expired) => {
+                self.stats.auth_failures += 1;
+                let response = self.challenge(&from, request, 401, now);
+                self.answer_unauthenticated(from, request_len, response);
+                return None;
+            }
+        };
+        let credentials =
+            LongTermKeyCredentials::new(username.clone(), password, self.config.realm.clone());
+        let algorithm = if request.has_attribute(MESSAGE_INTEGRITY_SHA256) {
+            IntegrityAlgorithm::Sha256
+        } else {
+            IntegrityAlgorithm::Sha1
+        };
+        let key = credentials.make_key(algorithm);
+        if request.validate_integrity_with_key(&key).is_err() {
+            self.stats.auth_failures += 1;
+            let response = self.challenge(&from, request, 401, now);
+            self.answer_unauthenticated(from, request_len, response);
+            return None;
+        }
+        Some(Authenticated {
+            username,
+            credentials,
+            algorithm,
+        })
+    }
+
+    /// True when `from` has an allocation made by the same user.
+    fn owns_allocation(&self, from: FiveTuple, auth: &Authenticated) -> bool {
+        self.allocations
+            .get(&from)
+            .is_some_and(|allocation| allocation.username == auth.username)
+    }
+
+    fn reply_mismatch(&mut self, from: FiveTuple, request: &Message<'_>, auth: &Authenticated) {
+        match self.allocations.get(&from) {
+            Some(_) => self.reply_error(from, request, auth, 441, "Wrong Credentials"),
+            None => self.reply_error(from, request, auth, 437, "Allocation Mismatch"),
+        }
+    }
+
+    fn check_peer(&mut self, peer: IpAddr) -> Result<(), (u16, &'static str)> {
+        if peer.is_ipv4() != self.config.relay_address.is_ipv4()
+            && crate::policy::canonical(peer).is_ipv4() != self.config.relay_address.is_ipv4()
+        {
+            return Err((443, "Peer Address Family Mismatch"));
+        }
+        match self.config.peer_policy.check(peer) {
+            PeerDecision::Allowed => Ok(()),
+            PeerDecision::Denied(_) => {
+                self.stats.denied_peers += 1;
+                Err((403, "Forbidden"))
+            }
+        }
+    }
+
+    // ----- answers -----
+
+    fn reply_success(
+        &mut self,
+        from: FiveTuple,
+        request: &Message<'_>,
+        auth: &Authenticated,
+        attributes: &[&dyn stun_types::attribute::AttributeWrite],
+    ) {
+        let key = auth.credentials.make_key(auth.algorithm);
+        let mut response = Message::builder_success(request, MessageWriteVec::with_capacity(96));
+        let mut built = Ok(());
+        for attribute in attributes {
+            built = built.and_then(|()| response.add_attribute(*attribute));
+        }
+        let built = built
+            .and_then(|()| response.add_message_integrity_with_key(&key, auth.algorithm))
+            .and_then(|()| response.add_fingerprint());
+        if built.is_ok() {
+            let bytes = response.finish();
+            self.send(from, bytes);
+        }
+    }
+
+    fn reply_error(
+        &mut self,
+        from: FiveTuple,
+        request: &Message<'_>,
+        auth: &Authenticated,
+        code: u16,
+        reason: &str,
+    ) {
+        let key = auth.credentials.make_key(auth.algorithm);
+        let bytes = self.error(
+            request.method(),
+            request.transaction_id(),
+            code,
+            reason,
+            Some((&key, auth.algorithm)),
+        );
+        self.send(from, bytes);
+    }
+
+    /// A 401 or 438 with a fresh nonce and the realm: as small as it can be.
+    fn challenge(
+        &mut self,
+        from: &FiveTuple,
+        request: &Message<'_>,
+        code: u16,
+        now: Instant,
+    ) -> Vec<u8> {
+        let expiry = self
+            .clock(now)
+            .saturating_add(seconds(self.config.nonce_lifetime));
+        let nonce = self.nonces.mint(from.client, expiry);
+        let mut response = Message::builder_error(request, MessageWriteVec::with_capacity(80));
+        let _ = self.error_code_into(&mut response, code, "");
+        if let Ok(realm) = Realm::new(&self.config.realm) {
+            let _ = response.add_attribute(&realm);
+        }
+        if let Ok(nonce) = Nonce::new(&nonce) {
+            let _ = response.add_attribute(&nonce);
+        }
+        response.finish()
+    }
+
+    fn error(
+        &self,
+        method: Method,
+        transaction: TransactionId,
+        code: u16,
+        reason: &str,
+        integrity: Option<(&stun_types::message::IntegrityKey, IntegrityAlgorithm)>,
+    ) -> Vec<u8> {
+        let mut response = Message::builder(
+            MessageType::from_class_method(MessageClass::Error, method),
+            transaction,
+            MessageWriteVec::with_capacity(96),
+        );
+        let _ = self.error_code_into(&mut response, code, reason);
+        if let Some((key, algorithm)) = integrity {
+            let _ = response.add_message_integrity_with_key(key, algorithm);
+            let _ = response.add_fingerprint();
+        }
+        response.finish()
+    }
+
+    fn error_code_into(
+        &self,
+        response: &mut MessageWriteVec,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), ()> {
+        let attribute = ErrorCode::builder(code)
+            .reason(reason)
+            .build()
+            .map_err(|_| ())?;
+        response.add_attribute(&attribute).map_err(|_| ())
+    }
+
+    fn unknown_attributes(&self, request: &Message<'_>, unknown: &[AttributeType]) -> Vec<u8> {
+        let mut response = Message::builder_error(request, MessageWriteVec::with_capacity(64));
+        let _ = self.error_code_into(&mut response, 420, "");
+        let _ = response.add_attribute(&UnknownAttributes::new(unknown));
+        response.finish()
+    }
+
+    /// A message we could not parse: answer 400 if it is clearly a request to
+    /// us, drop it otherwise.
+    fn answer_malformed(&mut self, from: FiveTuple, packet: &[u8]) {
+        self.stats.dropped += 1;
+        let Some(header) = packet.get(..20) else {
+            return;
+        };
+        let cookie = header.get(4..8) == Some(&[0x21, 0x12, 0xA4, 0x42][..]);
+        let request = header.first().is_some_and(|byte| byte & 0x01 == 0)
+            && header.get(1).is_some_and(|byte| byte & 0x10 == 0);
+        if !cookie || !request {
+            return;
+        }
+        let Ok(kind) = MessageType::from_bytes(header) else {
+            return;
+        };
+        let mut id = [0u8; 16];
+        for (target, source) in id.iter_mut().skip(4).zip(header.iter().skip(8)) {
+            *target = *source;
+        }
+        let transaction = TransactionId::from(u128::from_be_bytes(id));
+        let response = self.error(kind.method(), transaction, 400, "", None);
+        self.answer_unauthenticated(from, packet.len(), response);
+    }
+
+    /// Unauthenticated answers over UDP are never larger than the request, so
+    /// the relay cannot amplify a spoofed-source flood.
+    fn answer_unauthenticated(&mut self, from: FiveTuple, request_len: usize, bytes: Vec<u8>) {
+        self.answer_bounded(from, request_len, bytes);
+    }
+
+    fn answer_bounded(&mut self, from: FiveTuple, limit: usize, bytes: Vec<u8>) {
+        if from.transport == Transport::Udp && bytes.len() > limit {
+            self.stats.dropped += 1;
+            return;
+        }
+        self.send(from, bytes);
+    }
+
+    fn send(&mut self, to: FiveTuple, bytes: Vec<u8>) {
+        self.commands.push_back(Command::SendToClient { to, bytes });
+    }
+
+    // ----- bookkeeping -----
+
+    fn desired_lifetime(&self, request: &Message<'_>) -> Option<Duration> {
+        let requested = request.attribute::<Lifetime>().ok()?;
+        let lifetimes = self.config.lifetimes;
+        let requested = Duration::from_secs(u64::from(requested.seconds()));
+        Some(
+            requested
+                .min(lifetimes.allocation_max)
+                .max(lifetimes.allocation_default),
+        )
+    }
+
+    fn pick_port(&mut self, even: bool) -> Option<u16> {
+        let range = self.config.relay_ports.clone();
+        let size = usize::from(range.end().saturating_sub(*range.start())) + 1;
+        if self.ports_in_use.len() >= size {
+            return None;
+        }
+        let acceptable =
+            |port: u16, used: &HashSet<u16>| !used.contains(&port) && (!even || port.is_multiple_of(2));
+        for _ in 0..16 {
+            let port = self.rng.random_range(range.clone());
+            if acceptable(port, &self.ports_in_use) {
+                self.ports_in_use.insert(port);
+                return Some(port);
+            }
+        }
+        let port = range
+            .clone()
+            .find(|port| acceptable(*port, &self.ports_in_use))?;
+        self.ports_in_use.insert(port);
+        Some(port)
+    }
+
+    fn delete_allocation(&mut self, key: &FiveTuple) {
+        let Some(allocation) = self.allocations.remove(key) else {
+            self.pending.retain(|_, pending| pending.from != *key);
+            return;
+        };
+        self.by_port.remove(&allocation.relay_port);
+        self.ports_in_use.remove(&allocation.relay_port);
+        self.release_user(&allocation.username);
+        self.commands.push_back(Command::CloseRelay {
+            port: allocation.relay_port,
+        });
+    }
+
+    fn release_user(&mut self, username: &str) {
+        if let Some(count) = self.per_user.get_mut(username) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_user.remove(username);
+            }
+        }
+    }
+
+    /// Seconds on the server's own clock (for nonces).
+    fn clock(&self, now: Instant) -> u32 {
+        u32::try_from(now.saturating_duration_since(self.epoch).as_secs()).unwrap_or(u32::MAX)
+    }
+}
+
+fn seconds(duration: Duration) -> u32 {
+    u32::try_from(duration.as_secs()).unwrap_or(u32::MAX)
+}
+
+/// Comprehension-required attributes (type < 0x8000) that this server does not know.
+fn unknown_required(message: &Message<'_>) -> Option<Vec<AttributeType>> {
+    let unknown: Vec<AttributeType> = message
+        .iter_attributes()
+        .map(|(_, raw)| raw.header.get_type())
+        .filter(|kind| kind.value() < 0x8000 && !KNOWN_ATTRIBUTES.contains(kind))
+        .collect();
+    (!unknown.is_empty()).then_some(unknown)
+}
