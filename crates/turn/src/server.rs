@@ -157,7 +157,18 @@ pub struct Server {
 impl Server {
     /// A server with no allocations. `now`/`now_unix` anchor the clock (Unix
     /// time is needed for REST credentials); `seed` drives nonces and ports.
-    pub fn new(config: Config, seed: [u8; 32], now: Instant, now_unix: u64) -> Self {
+    pub fn new(mut config: Config, seed: [u8; 32], now: Instant, now_unix: u64) -> Self {
+        // The relay's own address is never a peer: that would loop through the relay.
+        if !config
+            .peer_policy
+            .server_addresses
+            .contains(&config.relay_address)
+        {
+            config
+                .peer_policy
+                .server_addresses
+                .push(config.relay_address);
+        }
         let mut rng = StdRng::from_seed(seed);
         let nonces = Nonces::new(rng.random());
         Self {
@@ -984,8 +995,9 @@ impl Server {
         if self.ports_in_use.len() >= size {
             return None;
         }
-        let acceptable =
-            |port: u16, used: &HashSet<u16>| !used.contains(&port) && (!even || port.is_multiple_of(2));
+        let acceptable = |port: u16, used: &HashSet<u16>| {
+            !used.contains(&port) && (!even || port.is_multiple_of(2))
+        };
         for _ in 0..16 {
             let port = self.rng.random_range(range.clone());
             if acceptable(port, &self.ports_in_use) {

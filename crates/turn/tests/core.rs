@@ -1,0 +1,739 @@
+//! Deterministic tests of the TURN core with simulated time: every method,
+//! expiry, refresh, permission and channel timeouts, quotas, each denied
+//! address class, stale nonces and the REST secret.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use duet_turn::datapath::{HEADROOM, TAILROOM};
+use duet_turn::{Command, Config, FiveTuple, Forward, Server, Transport, rest_credentials};
+use stun_types::attribute::{
+    AttributeWrite, ErrorCode, Nonce, Realm, Software, Username, XorMappedAddress,
+};
+use stun_types::message::{
+    BINDING, IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageWrite,
+    MessageWriteExt, MessageWriteVec, Method,
+};
+use turn_types::attribute::{
+    ChannelNumber, Data, Lifetime, RequestedTransport, XorPeerAddress, XorRelayedAddress,
+};
+use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
+
+const UNIX_START: u64 = 1_800_000_000;
+
+struct Harness {
+    server: Server,
+    now: Instant,
+    next_port_result: bool,
+}
+
+fn config() -> Config {
+    let mut config = Config::new("duet", "203.0.113.1".parse().unwrap());
+    config
+        .credentials
+        .users
+        .insert("alice".to_owned(), "wonderland".to_owned());
+    config.credentials.shared_secret = Some("rest-secret".to_owned());
+    config.relay_ports = 50000..=50009;
+    config
+}
+
+fn client(port: u16) -> FiveTuple {
+    FiveTuple {
+        transport: Transport::Udp,
+        client: SocketAddr::from(([198, 51, 100, 10], port)),
+        server: "203.0.113.1:3478".parse().unwrap(),
+    }
+}
+
+const PEER: &str = "192.0.2.55:7000";
+
+impl Harness {
+    fn new(config: Config) -> Self {
+        let now = Instant::now();
+        Self {
+            server: Server::new(config, [1; 32], now, UNIX_START),
+            now,
+            next_port_result: true,
+        }
+    }
+
+    /// Sends a client packet; answers OpenRelay commands; returns messages sent back.
+    fn client_sends(&mut self, from: FiveTuple, bytes: &[u8]) -> (Option<Forward>, Vec<Vec<u8>>) {
+        let forward = self.server.handle_client(from, bytes, self.now);
+        (forward, self.drain(from))
+    }
+
+    fn drain(&mut self, to_whom: FiveTuple) -> Vec<Vec<u8>> {
+        let mut sent = Vec::new();
+        while let Some(command) = self.server.poll_command() {
+            match command {
+                Command::SendToClient { to, bytes } => {
+                    assert_eq!(to, to_whom);
+                    sent.push(bytes);
+                }
+                Command::OpenRelay { port } => {
+                    assert!((50000..=50009).contains(&port));
+                    self.server
+                        .handle_relay_opened(port, self.next_port_result, self.now);
+                }
+                Command::CloseRelay { .. } => {}
+            }
+        }
+        sent
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.server.handle_timeout(self.now);
+    }
+
+    /// The nonce from a 401 challenge to an unauthenticated Allocate.
+    fn nonce(&mut self, from: FiveTuple) -> String {
+        let request = build(ALLOCATE, &[&RequestedTransport::new(17), &padding()], None);
+        let (_, answers) = self.client_sends(from, &request);
+        let answer = Message::from_bytes(&answers[0]).unwrap().clone_bytes();
+        let message = Message::from_bytes(&answer).unwrap();
+        assert_eq!(error_code(&message), Some(401));
+        message.attribute::<Nonce>().unwrap().nonce().to_owned()
+    }
+
+    fn allocate(&mut self, from: FiveTuple, user: &str, password: &str) -> SocketAddr {
+        let nonce = self.nonce(from);
+        let request = build(
+            ALLOCATE,
+            &[&RequestedTransport::new(17)],
+            Some((user, password, &nonce)),
+        );
+        let (_, answers) = self.client_sends(from, &request);
+        let message = Message::from_bytes(&answers[0]).unwrap();
+        assert_eq!(message.class(), MessageClass::Success, "{message}");
+        assert!(
+            message
+                .validate_integrity(&credentials(user, password).into())
+                .is_ok()
+        );
+        assert_eq!(
+            message
+                .attribute::<XorMappedAddress>()
+                .unwrap()
+                .addr(message.transaction_id()),
+            from.client
+        );
+        message
+            .attribute::<XorRelayedAddress>()
+            .unwrap()
+            .addr(message.transaction_id())
+    }
+
+    /// Sends an authenticated request as alice and returns the one answer.
+    fn request(
+        &mut self,
+        from: FiveTuple,
+        method: Method,
+        attributes: &[&dyn AttributeWrite],
+    ) -> Vec<u8> {
+        let nonce = self.nonce_for_request(from);
+        let request = build(method, attributes, Some(("alice", "wonderland", &nonce)));
+        let (_, answers) = self.client_sends(from, &request);
+        assert_eq!(answers.len(), 1);
+        answers.into_iter().next().unwrap()
+    }
+
+    fn nonce_for_request(&mut self, from: FiveTuple) -> String {
+        // Any request without integrity gets a challenge with a fresh nonce.
+        let request = build(REFRESH, &[&padding()], None);
+        let (_, answers) = self.client_sends(from, &request);
+        let message = Message::from_bytes(&answers[0]).unwrap();
+        message.attribute::<Nonce>().unwrap().nonce().to_owned()
+    }
+
+    fn permit(&mut self, from: FiveTuple, peer: SocketAddr) -> Option<u16> {
+        let request_peer = XorPeerAddress::new(peer, 0.into());
+        let _ = request_peer;
+        let answer = self.request_with_peer(from, CREATE_PERMISSION, peer, None);
+        error_code(&Message::from_bytes(&answer).unwrap())
+    }
+
+    fn bind(&mut self, from: FiveTuple, channel: u16, peer: SocketAddr) -> Option<u16> {
+        let answer = self.request_with_peer(from, CHANNEL_BIND, peer, Some(channel));
+        error_code(&Message::from_bytes(&answer).unwrap())
+    }
+
+    fn request_with_peer(
+        &mut self,
+        from: FiveTuple,
+        method: Method,
+        peer: SocketAddr,
+        channel: Option<u16>,
+    ) -> Vec<u8> {
+        let nonce = self.nonce_for_request(from);
+        let mut message = Message::builder_request(method, MessageWriteVec::new());
+        let transaction = message.transaction_id();
+        message
+            .add_attribute(&XorPeerAddress::new(peer, transaction))
+            .unwrap();
+        if let Some(channel) = channel {
+            message.add_attribute(&ChannelNumber::new(channel)).unwrap();
+        }
+        sign(&mut message, "alice", "wonderland", &nonce);
+        let bytes = message.finish();
+        let (_, answers) = self.client_sends(from, &bytes);
+        answers.into_iter().next().unwrap()
+    }
+
+    fn peer_sends(&mut self, relay_port: u16, peer: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
+        let mut buffer = vec![0u8; HEADROOM + payload.len() + TAILROOM];
+        buffer[HEADROOM..HEADROOM + payload.len()].copy_from_slice(payload);
+        let delivery =
+            self.server
+                .handle_peer(relay_port, peer, &mut buffer, payload.len(), self.now)?;
+        Some(buffer[delivery.bytes].to_vec())
+    }
+}
+
+trait CloneBytes {
+    fn clone_bytes(&self) -> Vec<u8>;
+}
+
+impl CloneBytes for Message<'_> {
+    fn clone_bytes(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+}
+
+/// A SOFTWARE attribute that makes a request as large as a real client's, so
+/// the anti-amplification rule lets the 401 through.
+fn padding() -> Software {
+    Software::new("duet test client 0123456789abcdef0123456789").unwrap()
+}
+
+fn credentials(user: &str, password: &str) -> LongTermKeyCredentials {
+    LongTermKeyCredentials::new(user.to_owned(), password.to_owned(), "duet".to_owned())
+}
+
+fn sign(message: &mut MessageWriteVec, user: &str, password: &str, nonce: &str) {
+    message
+        .add_attribute(&Username::new(user).unwrap())
+        .unwrap();
+    message.add_attribute(&Realm::new("duet").unwrap()).unwrap();
+    message.add_attribute(&Nonce::new(nonce).unwrap()).unwrap();
+    message
+        .add_message_integrity(
+            &credentials(user, password).into(),
+            IntegrityAlgorithm::Sha1,
+        )
+        .unwrap();
+    message.add_fingerprint().unwrap();
+}
+
+fn build(
+    method: Method,
+    attributes: &[&dyn AttributeWrite],
+    auth: Option<(&str, &str, &str)>,
+) -> Vec<u8> {
+    let mut message = Message::builder_request(method, MessageWriteVec::new());
+    for attribute in attributes {
+        message.add_attribute(*attribute).unwrap();
+    }
+    if let Some((user, password, nonce)) = auth {
+        sign(&mut message, user, password, nonce);
+    }
+    message.finish()
+}
+
+fn error_code(message: &Message<'_>) -> Option<u16> {
+    message
+        .attribute::<ErrorCode>()
+        .ok()
+        .map(|code| code.code())
+}
+
+fn peer() -> SocketAddr {
+    PEER.parse().unwrap()
+}
+
+#[test]
+fn binding_returns_the_mapped_address() {
+    let mut h = Harness::new(config());
+    let request = Message::builder_request(BINDING, MessageWriteVec::new()).finish();
+    assert_eq!(request.len(), 20);
+    let (_, answers) = h.client_sends(client(1000), &request);
+    let message = Message::from_bytes(&answers[0]).unwrap();
+    assert_eq!(message.class(), MessageClass::Success);
+    assert_eq!(
+        message
+            .attribute::<XorMappedAddress>()
+            .unwrap()
+            .addr(message.transaction_id()),
+        client(1000).client
+    );
+    assert_eq!(answers[0].len(), 32, "header and mapped address only");
+}
+
+#[test]
+fn allocate_needs_credentials_and_the_challenge_is_never_larger_than_the_request() {
+    let mut h = Harness::new(config());
+    // A bare Allocate over UDP is smaller than a challenge: no answer at all.
+    let small = build(ALLOCATE, &[&RequestedTransport::new(17)], None);
+    let (_, answers) = h.client_sends(client(1000), &small);
+    assert!(answers.is_empty());
+    // The same over TCP (no spoofing possible) is challenged.
+    let tcp = FiveTuple {
+        transport: Transport::Tcp,
+        ..client(1000)
+    };
+    let (_, answers) = h.client_sends(tcp, &small);
+    let message = Message::from_bytes(&answers[0]).unwrap();
+    assert_eq!(error_code(&message), Some(401));
+    assert_eq!(message.attribute::<Realm>().unwrap().realm(), "duet");
+    // A full-size request gets its challenge, no larger than itself.
+    let large = build(ALLOCATE, &[&RequestedTransport::new(17), &padding()], None);
+    let (_, answers) = h.client_sends(client(1000), &large);
+    assert!(
+        answers[0].len() <= large.len(),
+        "{} > {}",
+        answers[0].len(),
+        large.len()
+    );
+}
+
+#[test]
+fn wrong_password_unknown_user_and_forged_nonce_get_401() {
+    let mut h = Harness::new(config());
+    let from = client(1000);
+    let nonce = h.nonce(from);
+    for (user, password, nonce) in [
+        ("alice", "wrong", nonce.as_str()),
+        ("mallory", "x", nonce.as_str()),
+        ("alice", "wonderland", "ffffffff0000000000000000"),
+    ] {
+        let request = build(
+            ALLOCATE,
+            &[&RequestedTransport::new(17)],
+            Some((user, password, nonce)),
+        );
+        let (_, answers) = h.client_sends(from, &request);
+        assert_eq!(
+            error_code(&Message::from_bytes(&answers[0]).unwrap()),
+            Some(401),
+            "{user}/{password}/{nonce}"
+        );
+    }
+    assert_eq!(h.server.stats().allocations, 0);
+    assert!(h.server.stats().auth_failures >= 3);
+}
+
+#[test]
+fn a_stale_nonce_gets_438_with_a_fresh_one() {
+    let mut h = Harness::new(config());
+    let from = client(1000);
+    let nonce = h.nonce(from);
+    h.advance(Duration::from_secs(601));
+    let request = build(
+        ALLOCATE,
+        &[&RequestedTransport::new(17)],
+        Some(("alice", "wonderland", &nonce)),
+    );
+    let (_, answers) = h.client_sends(from, &request);
+    let message = Message::from_bytes(&answers[0]).unwrap();
+    assert_eq!(error_code(&message), Some(438));
+    let fresh = message.attribute::<Nonce>().unwrap().nonce().to_owned();
+    assert_ne!(fresh, nonce);
+    let request = build(
+        ALLOCATE,
+        &[&RequestedTransport::new(17)],
+        Some(("alice", "wonderland", &fresh)),
+    );
+    let (_, answers) = h.client_sends(from, &request);
+    assert_eq!(
+        Message::from_bytes(&answers[0]).unwrap().class(),
+        MessageClass::Success
+    );
+}
+
+#[test]
+fn rest_credentials_work_until_they_expire() {
+    let mut h = Harness::new(config());
+    let (user, password) = rest_credentials("rest-secret", "peer1", UNIX_START + 60);
+    let relayed = h.allocate(client(1000), &user, &password);
+    assert_eq!(relayed.ip().to_string(), "203.0.113.1");
+    h.advance(Duration::from_secs(61));
+    let from = client(1001);
+    let nonce = h.nonce(from);
+    let request = build(
+        ALLOCATE,
+        &[&RequestedTransport::new(17)],
+        Some((&user, &password, &nonce)),
+    );
+    let (_, answers) = h.client_sends(from, &request);
+    assert_eq!(
+        error_code(&Message::from_bytes(&answers[0]).unwrap()),
+        Some(401)
+    );
+}
+
+#[test]
+fn allocation_lifetime_refresh_and_delete() {
+    let mut h = Harness::new(config());
+    let from = client(1000);
+    h.allocate(from, "alice", "wonderland");
+    assert_eq!(h.server.stats().allocations, 1);
+    // Default lifetime is 600 s; a refresh asks for 3600 s (the maximum).
+    h.advance(Duration::from_secs(500));
+    let answer = h.request(from, REFRESH, &[&Lifetime::new(7200)]);
+    let message = Message::from_bytes(&answer).unwrap();
+    assert_eq!(message.class(), MessageClass::Success);
+    assert_eq!(message.attribute::<Lifetime>().unwrap().seconds(), 3600);
+    h.advance(Duration::from_secs(3599));
+    assert_eq!(h.server.stats().allocations, 1);
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.server.stats().allocations, 0, "expired");
+
+    h.allocate(from, "alice", "wonderland");
+    let answer = h.request(from, REFRESH, &[&Lifetime::new(0)]);
+    assert_eq!(
+        Message::from_bytes(&answer).unwrap().class(),
+        MessageClass::Success
+    );
+    assert_eq!(h.server.stats().allocations, 0, "deleted by lifetime 0");
+    let answer = h.request(from, REFRESH, &[&Lifetime::new(600)]);
+    assert_eq!(
+        error_code(&Message::from_bytes(&answer).unwrap()),
+        Some(437)
+    );
+}
+
+#[test]
+fn a_second_allocate_is_a_mismatch_but_a_retransmission_is_answered_again() {
+    let mut h = Harness::new(config());
+    let from = client(1000);
+    let nonce = h.nonce(from);
+    let request = build(
+        ALLOCATE,
+        &[&RequestedTransport::new(17)],
+        Some(("alice", "wonderland", &nonce)),
+    );
+    let (_, first) = h.client_sends(from, &request);
+    let (_, again) = h.client_sends(from, &request);
+    assert_eq!(first, again);
+    let other = build(
+        ALLOCATE,
+        &[&RequestedTransport::new(17)],
+        Some(("alice", "wonderland", &nonce)),
+    );
+    let (_, answers) = h.client_sends(from, &other);
+    assert_eq!(
+        error_code(&Message::from_bytes(&answers[0]).unwrap()),
+        Some(437)
+    );
+}
+
+#[test]
+fn tcp_relays_are_refused_with_442() {
+    let mut h = Harness::new(config());
+    let from = client(1000);
+    let nonce = h.nonce(from);
+    let request = build(
+        ALLOCATE,
+        &[&RequestedTransport::new(6)],
+        Some(("alice", "wonderland", &nonce)),
+    );
+    let (_, answers) = h.client_sends(from, &request);
+    assert_eq!(
+        error_code(&Message::from_bytes(&answers[0]).unwrap()),
+        Some(442)
+    );
+}
+
+#[test]
+fn send_indication_and_data_indication_need_a_permission() {
+    let mut h = Harness::new(config());
+    let from = client(1000);
+    let relayed = h.allocate(from, "alice", "wonderland");
+    let send = {
+        let mut message = Message::builder(
+            stun_types::message::MessageType::from_class_method(MessageClass::Indication, SEND),
+            stun_types::message::TransactionId::generate(),
+            MessageWriteVec::new(),
+        );
+        let transaction = message.transaction_id();
+        message
+            .add_attribute(&XorPeerAddress::new(peer(), transaction))
+            .unwrap();
+        message.add_attribute(&Data::new(b"ping")).unwrap();
+        message.finish()
+    };
+    let (forward, _) = h.client_sends(from, &send);
+    assert_eq!(forward, None, "no permission yet");
+    assert_eq!(h.peer_sends(relayed.port(), peer(), b"x"), None);
+
+    assert_eq!(h.permit(from, peer()), None);
+    let (forward, _) = h.client_sends(from, &send);
+    let forward = forward.unwrap();
+    assert_eq!(forward.peer, peer());
+    assert_eq!(forward.relay_port, relayed.port());
+    assert_eq!(&send[forward.payload], b"ping");
+
+    // Permission is per IP: another port of the same peer is fine.
+    let other_port: SocketAddr = "192.0.2.55:9999".parse().unwrap();
+    let data = h.peer_sends(relayed.port(), other_port, b"pong").unwrap();
+    let message = Message::from_bytes(&data).unwrap();
+    assert_eq!(message.method(), turn_types::message::DATA);
+    assert_eq!(message.attribute::<Data>().unwrap().data(), b"pong");
+    assert_eq!(
+        message
+            .attribute::<XorPeerAddress>()
+            .unwrap()
+            .addr(message.transaction_id()),
+        other_port
+    );
+
+    // Permissions last 300 s.
+    h.advance(Duration::from_secs(301));
+    assert_eq!(h.peer_sends(relayed.port(), peer(), b"late"), None);
+}
+
+#[test]
+fn channels_carry_data_both_ways_and_expire() {
+    let mut h = Harness::new(config());
+    let from = client(1000);
+    let relayed = h.allocate(from, "alice", "wonderland");
+    assert_eq!(h.bind(from, 0x4001, peer()), None);
+    let channel_data = [0x40, 0x01, 0x00, 0x03, b'a', b'b', b'c', 0x00];
+    let (forward, _) = h.client_sends(from, &channel_data);
+    let forward = forward.unwrap();
+    assert_eq!(&channel_data[forward.payload], b"abc");
+    assert_eq!(forward.peer, peer());
+    let back = h.peer_sends(relayed.port(), peer(), b"xyz").unwrap();
+    assert_eq!(back, vec![0x40, 0x01, 0x00, 0x03, b'x', b'y', b'z']);
+
+    // Binding the same channel to another peer, or the peer to another channel, is refused.
+    assert_eq!(
+        h.bind(from, 0x4001, "192.0.2.56:7000".parse().unwrap()),
+        Some(400)
+    );
+    assert_eq!(h.bind(from, 0x4002, peer()), Some(400));
+    assert_eq!(
+        h.bind(from, 0x3FFF, "192.0.2.57:7000".parse().unwrap()),
+        Some(400)
+    );
+    // Refreshing is fine.
+    assert_eq!(h.bind(from, 0x4001, peer()), None);
+
+    // Keep the allocation and permission alive but let the channel lapse (600 s).
+    for _ in 0..3 {
+        h.advance(Duration::from_secs(250));
+        let _ = h.request(from, REFRESH, &[&Lifetime::new(600)]);
+        assert_eq!(h.permit(from, peer()), None);
+    }
+    let (forward, _) = h.client_sends(from, &channel_data);
+    assert_eq!(forward, None, "the channel expired");
+    // Without a channel, the peer's data arrives as a Data indication.
+    let back = h.peer_sends(relayed.port(), peer(), b"xyz").unwrap();
+    assert_eq!(
+        Message::from_bytes(&back).unwrap().method(),
+        turn_types::message::DATA
+    );
+}
+
+#[test]
+fn tcp_channel_data_is_padded() {
+    let mut h = Harness::new(config());
+    let from = FiveTuple {
+        transport: Transport::Tcp,
+        ..client(1000)
+    };
+    let relayed = h.allocate(from, "alice", "wonderland");
+    assert_eq!(h.bind(from, 0x4000, peer()), None);
+    let back = h.peer_sends(relayed.port(), peer(), b"xyzzy").unwrap();
+    assert_eq!(back.len(), 12);
+}
+
+#[test]
+fn every_denied_address_class_gets_403() {
+    let mut h = Harness::new(config());
+    let from = client(1000);
+    h.allocate(from, "alice", "wonderland");
+    for address in [
+        "127.0.0.1:80",
+        "0.0.0.0:80",
+        "10.0.0.1:80",
+        "172.16.5.4:80",
+        "192.168.0.1:80",
+        "100.64.1.1:80",
+        "169.254.169.254:80",
+        "224.0.0.251:5353",
+        "255.255.255.255:80",
+        "203.0.113.1:3478",
+        "[::ffff:127.0.0.1]:80",
+        "[::ffff:169.254.169.254]:80",
+    ] {
+        let peer: SocketAddr = address.parse().unwrap();
+        assert_eq!(h.permit(from, peer), Some(403), "{address}");
+        assert_eq!(h.bind(from, 0x4100, peer), Some(403), "{address}");
+    }
+    assert!(h.server.stats().denied_peers >= 24);
+}
+
+#[test]
+fn the_allow_list_opens_a_denied_range() {
+    let mut config = config();
+    config
+        .peer_policy
+        .allowed
+        .push("10.0.0.0/8".parse().unwrap());
+    let mut h = Harness::new(config);
+    let from = client(1000);
+    h.allocate(from, "alice", "wonderland");
+    assert_eq!(h.permit(from, "10.1.2.3:9".parse().unwrap()), None);
+    assert_eq!(h.permit(from, "192.168.1.1:9".parse().unwrap()), Some(403));
+}
+
+#[test]
+fn quotas_per_user_and_in_total_give_486() {
+    let mut config = config();
+    config.max_allocations_per_user = 2;
+    config.max_allocations = 3;
+    let mut h = Harness::new(config);
+    h.allocate(client(1), "alice", "wonderland");
+    h.allocate(client(2), "alice", "wonderland");
+    let from = client(3);
+    let nonce = h.nonce(from);
+    let request = build(
+        ALLOCATE,
+        &[&RequestedTransport::new(17)],
+        Some(("alice", "wonderland", &nonce)),
+    );
+    let (_, answers) = h.client_sends(from, &request);
+    assert_eq!(
+        error_code(&Message::from_bytes(&answers[0]).unwrap()),
+        Some(486)
+    );
+    let (user, password) = rest_credentials("rest-secret", "bob", UNIX_START + 3600);
+    h.allocate(client(4), &user, &password);
+    let (user, password) = rest_credentials("rest-secret", "carol", UNIX_START + 3600);
+    let from = client(5);
+    let nonce = h.nonce(from);
+    let request = build(
+        ALLOCATE,
+        &[&RequestedTransport::new(17)],
+        Some((&user, &password, &nonce)),
+    );
+    let (_, answers) = h.client_sends(from, &request);
+    assert_eq!(
+        error_code(&Message::from_bytes(&answers[0]).unwrap()),
+        Some(486)
+    );
+    assert_eq!(h.server.stats().quota_refusals, 2);
+}
+
+#[test]
+fn another_users_request_on_an_allocation_gets_441() {
+    let mut h = Harness::new(config());
+    let from = client(1000);
+    h.allocate(from, "alice", "wonderland");
+    let (user, password) = rest_credentials("rest-secret", "bob", UNIX_START + 3600);
+    let nonce = h.nonce_for_request(from);
+    let request = build(
+        REFRESH,
+        &[&Lifetime::new(600)],
+        Some((&user, &password, &nonce)),
+    );
+    let (_, answers) = h.client_sends(from, &request);
+    assert_eq!(
+        error_code(&Message::from_bytes(&answers[0]).unwrap()),
+        Some(441)
+    );
+}
+
+#[test]
+fn the_relay_port_range_runs_out_with_508_and_failed_binds_are_retried() {
+    let mut config = config();
+    config.relay_ports = 50000..=50001;
+    config.max_allocations_per_user = 10;
+    let mut h = Harness::new(config);
+    h.allocate(client(1), "alice", "wonderland");
+    h.allocate(client(2), "alice", "wonderland");
+    let from = client(3);
+    let nonce = h.nonce(from);
+    let request = build(
+        ALLOCATE,
+        &[&RequestedTransport::new(17)],
+        Some(("alice", "wonderland", &nonce)),
+    );
+    let (_, answers) = h.client_sends(from, &request);
+    assert_eq!(
+        error_code(&Message::from_bytes(&answers[0]).unwrap()),
+        Some(508)
+    );
+
+    let mut h = Harness::new(self::config());
+    h.next_port_result = false;
+    let from = client(1);
+    let nonce = h.nonce(from);
+    let request = build(
+        ALLOCATE,
+        &[&RequestedTransport::new(17)],
+        Some(("alice", "wonderland", &nonce)),
+    );
+    let (_, answers) = h.client_sends(from, &request);
+    assert_eq!(
+        error_code(&Message::from_bytes(&answers[0]).unwrap()),
+        Some(508)
+    );
+    assert_eq!(h.server.stats().allocations, 0);
+}
+
+#[test]
+fn unknown_comprehension_required_attributes_get_420() {
+    let mut h = Harness::new(config());
+    let mut message = Message::builder_request(BINDING, MessageWriteVec::new());
+    message
+        .add_attribute(&stun_types::attribute::RawAttribute::new(
+            stun_types::attribute::AttributeType::new(0x7777),
+            &[0u8; 32],
+        ))
+        .unwrap();
+    let bytes = message.finish();
+    let (_, answers) = h.client_sends(client(1), &bytes);
+    assert_eq!(
+        error_code(&Message::from_bytes(&answers[0]).unwrap()),
+        Some(420)
+    );
+}
+
+#[test]
+fn tcp_client_closing_deletes_its_allocation() {
+    let mut h = Harness::new(config());
+    let from = FiveTuple {
+        transport: Transport::Tcp,
+        ..client(1000)
+    };
+    h.allocate(from, "alice", "wonderland");
+    h.server.handle_client_closed(from);
+    assert_eq!(h.server.stats().allocations, 0);
+}
+
+#[test]
+fn a_bandwidth_cap_drops_the_excess() {
+    let mut config = config();
+    config.bandwidth_per_allocation = Some(1000);
+    let mut h = Harness::new(config);
+    let from = client(1000);
+    let relayed = h.allocate(from, "alice", "wonderland");
+    assert_eq!(h.permit(from, peer()), None);
+    let payload = [0u8; 400];
+    let delivered = (0..5)
+        .filter(|_| h.peer_sends(relayed.port(), peer(), &payload).is_some())
+        .count();
+    assert_eq!(delivered, 2);
+    h.advance(Duration::from_secs(1));
+    assert!(h.peer_sends(relayed.port(), peer(), &payload).is_some());
+}
