@@ -62,11 +62,11 @@ proptest! {
             let forward = server.handle_client(from, packet, now);
             prop_assert!(forward.is_none(), "no allocation, no forwarding");
             while let Some(command) = server.poll_command() {
-                if let Command::SendToClient { bytes, .. } = command {
-                    if !tcp {
-                        // Binding answers may carry the mapped address on top.
-                        prop_assert!(bytes.len() <= packet.len() + 12, "{} > {}", bytes.len(), packet.len());
-                    }
+                // Binding answers may carry the mapped address on top.
+                if let Command::SendToClient { bytes, .. } = command
+                    && !tcp
+                {
+                    prop_assert!(bytes.len() <= packet.len() + 12, "{} > {}", bytes.len(), packet.len());
                 }
             }
         }
