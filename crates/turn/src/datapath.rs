@@ -109,6 +109,40 @@ pub fn frame_data_indication(
     Some(start..end)
 }
 
+/// Largest message accepted on a TCP connection.
+pub const MAX_TCP_MESSAGE: usize = 4 + 65535 + 3;
+
+/// How a TCP byte stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpFrame {
+    /// A whole message of this many bytes is at the front.
+    Complete(usize),
+    /// More bytes are needed.
+    Incomplete,
+    /// Neither STUN nor ChannelData: the stream is garbage.
+    Invalid,
+}
+
+/// Finds the first message in a TCP stream from a client (RFC 8656 §12.5:
+/// STUN messages, and ChannelData padded to a multiple of four).
+pub fn tcp_frame(stream: &[u8]) -> TcpFrame {
+    let (Some(first), Some(high), Some(low)) = (stream.first(), stream.get(2), stream.get(3))
+    else {
+        return TcpFrame::Incomplete;
+    };
+    let length = usize::from(u16::from_be_bytes([*high, *low]));
+    let total = match first >> 6 {
+        0b00 => 20 + length,
+        0b01 => 4 + length + padding(length),
+        _ => return TcpFrame::Invalid,
+    };
+    if stream.len() >= total {
+        TcpFrame::Complete(total)
+    } else {
+        TcpFrame::Incomplete
+    }
+}
+
 /// Size of an XOR-MAPPED-ADDRESS attribute for `address`.
 pub fn mapped_address_len(address: SocketAddr) -> usize {
     match address.ip() {
@@ -172,6 +206,18 @@ mod tests {
             assert_eq!(address.addr(message.transaction_id()), peer);
             assert_eq!(message.attribute::<Data>().unwrap().data(), b"media!!");
         }
+    }
+
+    #[test]
+    fn tcp_streams_are_cut_into_messages() {
+        assert_eq!(tcp_frame(&[0x00, 0x01]), TcpFrame::Incomplete);
+        let mut stun = vec![0x00, 0x01, 0x00, 0x04];
+        stun.extend_from_slice(&[0; 20]);
+        assert_eq!(tcp_frame(&stun), TcpFrame::Complete(24));
+        assert_eq!(tcp_frame(&stun[..23]), TcpFrame::Incomplete);
+        let channel = [0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0, 0x40];
+        assert_eq!(tcp_frame(&channel), TcpFrame::Complete(12));
+        assert_eq!(tcp_frame(&[0xff, 0, 0, 0]), TcpFrame::Invalid);
     }
 
     #[test]

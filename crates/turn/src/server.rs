@@ -769,6 +769,19 @@ impl Server {
             .password(&username, self.unix_time(now))
         {
             Ok(password) => password,
+            // Expiry gates new allocations; the owner of a live allocation may
+            // keep refreshing it with the credentials that created it.
+            Err(Refusal::Expired)
+                if self
+                    .allocations
+                    .get(&from)
+                    .is_some_and(|allocation| allocation.username == username) =>
+            {
+                self.allocations
+                    .get(&from)
+                    .map(|allocation| allocation.credentials.password().to_owned())
+                    .unwrap_or_default()
+            }
             Err(Refusal::UnknownUser | Refusal::Expired) => {
                 self.stats.auth_failures += 1;
                 let response = self.challenge(&from, request, 401, now);

@@ -365,6 +365,19 @@ fn rest_credentials_work_until_they_expire() {
     let relayed = h.allocate(client(1000), &user, &password);
     assert_eq!(relayed.ip().to_string(), "203.0.113.1");
     h.advance(Duration::from_secs(61));
+    // The allocation made while they were valid can still be refreshed...
+    let nonce = h.nonce_for_request(client(1000));
+    let request = build(
+        REFRESH,
+        &[&Lifetime::new(600)],
+        Some((&user, &password, &nonce)),
+    );
+    let (_, answers) = h.client_sends(client(1000), &request);
+    assert_eq!(
+        Message::from_bytes(&answers[0]).unwrap().class(),
+        MessageClass::Success
+    );
+    // ...but no new allocation can be made with them.
     let from = client(1001);
     let nonce = h.nonce(from);
     let request = build(
