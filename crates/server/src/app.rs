@@ -34,6 +34,12 @@ pub struct AppState {
     pub allowed_origins: Vec<String>,
     pub web_dir: Option<PathBuf>,
     pub shutdown: watch::Receiver<bool>,
+    /// The embedded relay, which makes per-session TURN credentials.
+    pub relay: Option<Arc<crate::turn::Relay>>,
+    /// `iceServers` from the configuration file, given to every client as well.
+    pub extra_ice_servers: Vec<duet_signaling::IceServer>,
+    /// The host for STUN/TURN URLs when none is configured: the first domain.
+    pub default_host: Option<String>,
 }
 
 /// Every route of the server.
@@ -117,13 +123,37 @@ async fn upgrade(
     };
     let signaling = Arc::clone(&state.signaling);
     let shutdown = state.shutdown.clone();
+    let ice_servers = session_ice_servers(&state, &headers);
     upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(1024 * 1024)
-        .on_upgrade(move |socket| crate::ws::run(socket, signaling, permit, shutdown))
+        .on_upgrade(move |socket| crate::ws::run(socket, signaling, permit, ice_servers, shutdown))
+}
+
+/// The relay's STUN/TURN entries with credentials for this session, plus the
+/// configured extras. The host is the configured public one, else the first
+/// domain, else the host this request reached.
+fn session_ice_servers(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Option<Arc<[duet_signaling::IceServer]>> {
+    let relay = state.relay.as_ref()?;
+    let request_host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .and_then(|host| host.parse::<axum::http::uri::Authority>().ok())
+        .map(|authority| authority.host().trim_matches(['[', ']']).to_owned());
+    let host = relay
+        .configured_host()
+        .or_else(|| state.default_host.clone())
+        .or(request_host)?;
+    let session: u64 = rand::random();
+    let mut servers = relay.ice_servers(&host, &format!("{session:016x}"));
+    servers.extend(state.extra_ice_servers.iter().cloned());
+    Some(Arc::from(servers))
 }
 
 /// Browsers always send `Origin` on a WebSocket upgrade; it must be this

@@ -4,7 +4,7 @@
 //! Precedence: flag, then environment variable, then file, then default.
 //! Nothing else in the binary reads the environment.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,10 +21,92 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the calling service: HTTPS web page and WebSocket signaling.
+    /// Run the calling service: HTTPS web page, WebSocket signaling and the TURN relay.
     Serve(ServeArgs),
+    /// Run only the STUN/TURN relay (a relay-only host).
+    Turn(TurnOnlyArgs),
+}
+
+/// Flags of `duet turn`.
+#[derive(Debug, Args, Default)]
+pub struct TurnOnlyArgs {
+    /// A TOML configuration file (only its TURN keys, data_dir and log are used).
+    #[arg(long, env = "DUET_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where Duet keeps its state (the TURN secret) [default: ./duet-data].
+    #[arg(long, env = "DUET_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log filter [default: info].
+    #[arg(long, env = "DUET_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+    #[command(flatten)]
+    pub turn: TurnArgs,
+}
+
+/// Flags of the embedded STUN/TURN relay.
+#[derive(Debug, Args, Default, Clone)]
+pub struct TurnArgs {
+    /// Turn the embedded STUN/TURN relay off.
+    #[arg(long, env = "DUET_NO_TURN")]
+    pub no_turn: bool,
+    /// UDP and TCP address of the STUN/TURN listener [default: 0.0.0.0:3478].
+    #[arg(long, env = "DUET_TURN_LISTEN", value_name = "ADDR")]
+    pub turn_listen: Option<SocketAddr>,
+    /// The public address of this host when it sits behind 1:1 NAT (coturn's external-ip).
+    #[arg(long, env = "DUET_EXTERNAL_IP", value_name = "IP")]
+    pub external_ip: Option<IpAddr>,
+    /// Relay ports, e.g. 49152-65535 [default: 49152-65535].
+    #[arg(long, env = "DUET_RELAY_PORTS", value_name = "LOW-HIGH")]
+    pub relay_ports: Option<String>,
+    /// Realm of the TURN credentials [default: duet].
+    #[arg(long, env = "DUET_REALM", value_name = "REALM")]
+    pub realm: Option<String>,
+    /// TURN REST shared secret (coturn's static-auth-secret). Default: made on
+    /// first run and kept in the data directory.
+    #[arg(
+        long,
+        env = "DUET_TURN_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub turn_secret: Option<String>,
+    /// A static TURN user, NAME:PASSWORD; repeat for several.
+    #[arg(
+        long = "turn-user",
+        env = "DUET_TURN_USER",
+        value_name = "NAME:PASSWORD",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub turn_users: Vec<String>,
+    /// Peer addresses the relay may reach although they are in a denied range (loopback, private, ...).
+    #[arg(
+        long = "allow-peer",
+        env = "DUET_ALLOW_PEER",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub allow_peers: Vec<String>,
+    /// Most relay allocations at once [default: 10000].
+    #[arg(long, env = "DUET_TURN_MAX_ALLOCATIONS", value_name = "N")]
+    pub turn_max_allocations: Option<usize>,
+    /// Most relay allocations for one user [default: 10].
+    #[arg(long, env = "DUET_TURN_USER_QUOTA", value_name = "N")]
+    pub turn_user_quota: Option<usize>,
+    /// Bytes per second one allocation may relay (both ways); unlimited if unset.
+    #[arg(long, env = "DUET_TURN_BANDWIDTH", value_name = "BYTES")]
+    pub turn_bandwidth: Option<u64>,
+    /// Host name put in the STUN/TURN URLs given to clients [default: the
+    /// first --domain, else the external IP, else the host the page was loaded from].
+    #[arg(long, env = "DUET_PUBLIC_HOST", value_name = "NAME")]
+    pub public_host: Option<String>,
+    /// Lifetime of the per-session TURN credentials, in seconds [default: 21600].
+    #[arg(long, env = "DUET_TURN_CREDENTIAL_TTL_SECS", value_name = "SECS")]
+    pub turn_credential_ttl_secs: Option<u64>,
 }
 
 /// Flags of `duet serve`. Every flag also reads a `DUET_*` environment variable.
@@ -91,6 +173,8 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `duet=debug` [default: info].
     #[arg(long, env = "DUET_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    #[command(flatten)]
+    pub turn: TurnArgs,
 }
 
 /// The optional configuration file; same names as the flags, with underscores.
@@ -115,6 +199,122 @@ pub struct FileConfig {
     pub log: Option<String>,
     /// Extra `iceServers` entries handed to every client in `joined`.
     pub ice_servers: Vec<IceServer>,
+    pub turn: FileTurnConfig,
+}
+
+/// The `[turn]` table of the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileTurnConfig {
+    pub enabled: Option<bool>,
+    pub listen: Option<SocketAddr>,
+    pub external_ip: Option<IpAddr>,
+    pub relay_ports: Option<String>,
+    pub realm: Option<String>,
+    pub secret: Option<String>,
+    pub users: Vec<String>,
+    pub allow_peers: Vec<String>,
+    pub max_allocations: Option<usize>,
+    pub user_quota: Option<usize>,
+    pub bandwidth: Option<u64>,
+    pub public_host: Option<String>,
+    pub credential_ttl_secs: Option<u64>,
+}
+
+/// The relay's settings, validated.
+#[derive(Debug, Clone)]
+pub struct TurnSettings {
+    pub listen: SocketAddr,
+    pub external_ip: Option<IpAddr>,
+    pub relay_ports: std::ops::RangeInclusive<u16>,
+    pub realm: String,
+    /// `None`: read or make the secret in the data directory.
+    pub secret: Option<String>,
+    pub users: Vec<(String, String)>,
+    pub allow_peers: Vec<duet_turn::Cidr>,
+    pub max_allocations: usize,
+    pub user_quota: usize,
+    pub bandwidth: Option<u64>,
+    pub public_host: Option<String>,
+    pub credential_ttl: Duration,
+}
+
+impl TurnSettings {
+    /// Merges flags over the file's `[turn]` table over defaults. `None` when the relay is off.
+    pub fn merge(args: TurnArgs, file: FileTurnConfig) -> anyhow::Result<Option<Self>> {
+        if args.no_turn || file.enabled == Some(false) {
+            return Ok(None);
+        }
+        let relay_ports = args
+            .relay_ports
+            .or(file.relay_ports)
+            .unwrap_or_else(|| "49152-65535".to_owned());
+        let relay_ports = parse_port_range(&relay_ports)
+            .with_context(|| format!("`{relay_ports}` is not a port range like 49152-65535"))?;
+        let users = if args.turn_users.is_empty() {
+            file.users
+        } else {
+            args.turn_users
+        };
+        let users = users
+            .iter()
+            .map(|entry| {
+                entry
+                    .split_once(':')
+                    .filter(|(name, password)| !name.is_empty() && !password.is_empty())
+                    .map(|(name, password)| (name.to_owned(), password.to_owned()))
+                    .with_context(|| "a TURN user must be given as NAME:PASSWORD".to_owned())
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let allow_peers = if args.allow_peers.is_empty() {
+            file.allow_peers
+        } else {
+            args.allow_peers
+        };
+        let allow_peers = allow_peers
+            .iter()
+            .map(|cidr| cidr.parse::<duet_turn::Cidr>().map_err(anyhow::Error::from))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let ttl = args
+            .turn_credential_ttl_secs
+            .or(file.credential_ttl_secs)
+            .unwrap_or(6 * 3600);
+        if ttl < 60 {
+            bail!("the TURN credential lifetime must be at least 60 seconds");
+        }
+        Ok(Some(Self {
+            listen: args
+                .turn_listen
+                .or(file.listen)
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 3478))),
+            external_ip: args.external_ip.or(file.external_ip),
+            relay_ports,
+            realm: args
+                .realm
+                .or(file.realm)
+                .unwrap_or_else(|| "duet".to_owned()),
+            secret: args.turn_secret.or(file.secret),
+            users,
+            allow_peers,
+            max_allocations: args
+                .turn_max_allocations
+                .or(file.max_allocations)
+                .unwrap_or(10_000),
+            user_quota: args.turn_user_quota.or(file.user_quota).unwrap_or(10),
+            bandwidth: args.turn_bandwidth.or(file.bandwidth),
+            public_host: args.public_host.or(file.public_host),
+            credential_ttl: Duration::from_secs(ttl),
+        }))
+    }
+}
+
+fn parse_port_range(text: &str) -> Option<std::ops::RangeInclusive<u16>> {
+    let (low, high) = text.split_once('-')?;
+    let (low, high) = (
+        low.trim().parse::<u16>().ok()?,
+        high.trim().parse::<u16>().ok()?,
+    );
+    (low > 0 && low <= high).then_some(low..=high)
 }
 
 /// Where the TLS certificate comes from.
@@ -138,6 +338,8 @@ pub struct ServeConfig {
     pub max_connections_per_ip: usize,
     pub log: String,
     pub signaling: duet_signaling::Config,
+    /// The embedded relay; `None` when it is off.
+    pub turn: Option<TurnSettings>,
 }
 
 impl ServeConfig {
@@ -221,6 +423,7 @@ impl ServeConfig {
                 .log
                 .or(file.log)
                 .unwrap_or_else(|| "info,memory_serve=warn".to_owned()),
+            turn: TurnSettings::merge(args.turn, file.turn)?,
             signaling: duet_signaling::Config {
                 silence_timeout: Duration::from_secs(silence_secs),
                 resume_grace: Duration::from_secs(grace_secs),
@@ -236,6 +439,33 @@ impl ServeConfig {
                 ice_servers: file.ice_servers,
                 ..defaults
             },
+        })
+    }
+}
+
+/// What `duet turn` needs, validated.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub data_dir: PathBuf,
+    pub log: String,
+    pub turn: TurnSettings,
+}
+
+impl RelayConfig {
+    pub fn load(args: TurnOnlyArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => read_file_config(path)?,
+            None => FileConfig::default(),
+        };
+        let turn = TurnSettings::merge(args.turn, file.turn)?
+            .context("the relay is turned off (--no-turn), so `duet turn` has nothing to run")?;
+        Ok(Self {
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("duet-data")),
+            log: args.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
+            turn,
         })
     }
 }

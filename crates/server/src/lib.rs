@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod server;
 pub mod signaling;
 pub mod tls;
+pub mod turn;
 pub mod ws;
 
 /// Installs aws-lc-rs as the process' rustls crypto provider (idempotent).

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use duet_server::config::{Cli, Command, ServeConfig};
+use duet_server::config::{Cli, Command, RelayConfig, ServeConfig};
 use duet_server::server::{RunningServer, start};
 use tracing_subscriber::EnvFilter;
 
@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => ServeConfig::load(args).and_then(serve),
+        Command::Turn(args) => RelayConfig::load(args).and_then(relay_only),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -22,9 +23,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&config.log)
-        .map_err(|error| anyhow::anyhow!("invalid log filter `{}`: {error}", config.log))?;
+/// Logging, crypto provider, file-descriptor limit and the runtime, shared by every command.
+fn prepare(log: &str) -> anyhow::Result<tokio::runtime::Runtime> {
+    let filter = EnvFilter::try_new(log)
+        .map_err(|error| anyhow::anyhow!("invalid log filter `{log}`: {error}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -34,10 +36,51 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
     if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(%error, "could not raise the open-file limit");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|error| anyhow::anyhow!("cannot start the runtime: {error}"))?;
+        .map_err(|error| anyhow::anyhow!("cannot start the runtime: {error}"))
+}
+
+fn relay_only(config: RelayConfig) -> anyhow::Result<()> {
+    let runtime = prepare(&config.log)?;
+    runtime.block_on(async move {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        let relay =
+            duet_server::turn::Relay::start(config.turn, &config.data_dir, stopped, &mut tasks)
+                .await?;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "Duet relay is running");
+        let _ = writeln!(
+            out,
+            "  STUN/TURN on udp://{0} and tcp://{0}",
+            relay.udp_addr
+        );
+        let _ = writeln!(
+            out,
+            "  TURN REST secret in {}",
+            config.data_dir.join("turn-secret").display()
+        );
+        let _ = out.flush();
+        drop(out);
+        tokio::select! {
+            signal = shutdown_signal() => signal?,
+            Some(result) = tasks.join_next() => {
+                result.map_err(|error| anyhow::anyhow!("a relay task stopped: {error}"))??;
+            }
+        }
+        let _ = stop.send(true);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        Ok(())
+    })
+}
+
+fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let runtime = prepare(&config.log)?;
     runtime.block_on(async move {
         let mut server = start(config).await?;
         announce(&server);
@@ -65,6 +108,14 @@ fn announce(server: &RunningServer) {
     let _ = writeln!(out, "  listening on https://{address}");
     if let Some(http) = server.http_addr {
         let _ = writeln!(out, "  redirecting http://{http} to HTTPS");
+    }
+    match server.turn_addr {
+        Some(turn) => {
+            let _ = writeln!(out, "  STUN/TURN on udp://{turn} and tcp://{turn}");
+        }
+        None => {
+            let _ = writeln!(out, "  STUN/TURN relay off");
+        }
     }
     let origin = if server.identity.generated {
         "self-signed, made now"

@@ -24,6 +24,7 @@ use crate::limits::ConnectionLimits;
 use crate::metrics::Metrics;
 use crate::signaling::Signaling;
 use crate::tls::{Identity, load_identity, self_signed_names};
+use crate::turn::Relay;
 
 /// Longest a client may take for the TLS handshake or its first request.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
@@ -37,6 +38,8 @@ pub struct RunningServer {
     pub http_addr: Option<SocketAddr>,
     pub identity: Identity,
     pub state: Arc<AppState>,
+    /// UDP/TCP address of the embedded relay, when on.
+    pub turn_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     handle: axum_server::Handle<SocketAddr>,
     tasks: JoinSet<anyhow::Result<()>>,
@@ -70,6 +73,20 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             https_addr.port()
         ));
     }
+    let mut tasks = JoinSet::new();
+    let relay = match config.turn.clone() {
+        Some(settings) => Some(Arc::new(
+            Relay::start(
+                settings,
+                &config.data_dir,
+                shutdown_receiver.clone(),
+                &mut tasks,
+            )
+            .await?,
+        )),
+        None => None,
+    };
+    let turn_addr = relay.as_ref().map(|relay| relay.udp_addr);
     let state = Arc::new(AppState {
         signaling: Arc::clone(&signaling),
         metrics,
@@ -77,9 +94,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         allowed_origins,
         web_dir: config.web_dir.clone(),
         shutdown: shutdown_receiver.clone(),
+        relay,
+        extra_ice_servers: config.signaling.ice_servers.clone(),
+        default_host: config.domains.first().cloned(),
     });
 
-    let mut tasks = JoinSet::new();
     tasks.spawn({
         let signaling = Arc::clone(&signaling);
         let shutdown = shutdown_receiver.clone();
@@ -130,6 +149,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         http_addr,
         identity,
         state,
+        turn_addr,
         shutdown,
         handle,
         tasks,
@@ -137,6 +157,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
 }
 
 impl RunningServer {
+    /// The relay's counters, when it is on.
+    pub fn relay_stats(&self) -> Option<duet_turn::Stats> {
+        self.state.relay.as_ref().map(|relay| relay.stats())
+    }
+
     /// Closes every WebSocket with 1001, stops accepting, and waits (bounded) for the tasks.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);

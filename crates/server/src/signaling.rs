@@ -69,6 +69,14 @@ impl Signaling {
 
     /// Registers a new connection; the receiver is its outbound queue.
     pub fn connect(&self) -> (ConnectionId, mpsc::Receiver<Outbound>) {
+        self.connect_with(None)
+    }
+
+    /// Registers a new connection with its own `iceServers`.
+    pub fn connect_with(
+        &self,
+        ice_servers: Option<Arc<[duet_signaling::IceServer]>>,
+    ) -> (ConnectionId, mpsc::Receiver<Outbound>) {
         let connection = ConnectionId(self.next_connection.fetch_add(1, Ordering::Relaxed));
         let (sender, receiver) = mpsc::channel(OUTBOUND_QUEUE);
         self.metrics.connections_total.inc();
@@ -76,6 +84,9 @@ impl Signaling {
         self.with_hub(|inner, now| {
             inner.outboxes.insert(connection, sender);
             inner.hub.handle_connect(connection, now);
+            if let Some(ice_servers) = ice_servers {
+                inner.hub.set_ice_servers(connection, ice_servers);
+            }
         });
         (connection, receiver)
     }

@@ -130,7 +130,7 @@ fn ensure_self_signed(data_dir: &Path, names: &[String]) -> anyhow::Result<bool>
     Ok(true)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = fs::OpenOptions::new()

@@ -34,9 +34,10 @@ pub async fn run(
     mut socket: WebSocket,
     signaling: Arc<Signaling>,
     permit: Permit,
+    ice_servers: Option<Arc<[duet_signaling::IceServer]>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (connection, mut outbound) = signaling.connect();
+    let (connection, mut outbound) = signaling.connect_with(ice_servers);
     let ping_every = (signaling.silence_timeout() / 3).max(Duration::from_millis(500));
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);

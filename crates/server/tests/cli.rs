@@ -43,7 +43,14 @@ fn fails(args: &[&str]) -> String {
 /// Starts `duet serve` and returns it with its announced HTTPS address.
 fn serve(data_dir: &std::path::Path) -> (Child, String, Vec<String>) {
     let mut child = duet()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--turn-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -113,6 +113,8 @@ pub struct Stats {
 #[derive(Debug)]
 struct Session {
     last_seen: Instant,
+    /// This connection's own `iceServers` (per-session TURN credentials), if any.
+    ice_servers: Option<Arc<[IceServer]>>,
     seat: Option<(RoomName, PeerId)>,
     bucket: TokenBucket,
     refusals: u32,
@@ -178,6 +180,7 @@ impl Hub {
     pub fn handle_connect(&mut self, connection: ConnectionId, now: Instant) {
         let session = Session {
             last_seen: now,
+            ice_servers: None,
             seat: None,
             bucket: TokenBucket::full(self.config.rate_limit.burst, now),
             refusals: 0,
@@ -187,6 +190,13 @@ impl Hub {
                 now + self.config.silence_timeout,
                 Timer::Silence(connection),
             );
+        }
+    }
+
+    /// Gives one connection its own `iceServers` (e.g. TURN credentials made for it).
+    pub fn set_ice_servers(&mut self, connection: ConnectionId, ice_servers: Arc<[IceServer]>) {
+        if let Some(session) = self.sessions.get_mut(&connection) {
+            session.ice_servers = Some(ice_servers);
         }
     }
 
@@ -665,7 +675,11 @@ impl Hub {
                 room: room.clone(),
                 id,
                 peers,
-                ice_servers: Arc::clone(&self.ice_servers),
+                ice_servers: self
+                    .sessions
+                    .get(&connection)
+                    .and_then(|session| session.ice_servers.clone())
+                    .unwrap_or_else(|| Arc::clone(&self.ice_servers)),
                 resume: token,
             },
         );

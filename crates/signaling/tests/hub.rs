@@ -565,3 +565,18 @@ fn same_seed_same_ids() {
     assert_eq!(run(), run());
     let _unused: Option<ServerMessage> = None;
 }
+
+#[test]
+fn a_connection_can_have_its_own_ice_servers() {
+    let mut h = Harness::new();
+    let (a, b) = (h.connect(1), h.connect(2));
+    let own: std::sync::Arc<[duet_signaling::IceServer]> =
+        std::sync::Arc::from(vec![duet_signaling::IceServer {
+            urls: vec!["turn:relay.example.org:3478?transport=udp".to_owned()],
+            username: Some("1800000000:a".to_owned()),
+            credential: Some("secret".to_owned()),
+        }]);
+    h.hub.set_ice_servers(a, own);
+    assert_eq!(h.join(a, "r")["iceServers"][0]["username"], "1800000000:a");
+    assert_eq!(h.join(b, "r")["iceServers"], serde_json::json!([]));
+}

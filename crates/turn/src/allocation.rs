@@ -15,8 +15,9 @@ use crate::policy::canonical;
 
 /// Most permissions one allocation may hold; more is a sign of abuse.
 pub const MAX_PERMISSIONS: usize = 256;
-/// Valid channel numbers (RFC 8656 §12).
-pub const CHANNEL_NUMBERS: std::ops::RangeInclusive<u16> = 0x4000..=0x4FFF;
+/// Valid channel numbers: RFC 8656 §12 narrowed them to 0x4000–0x4FFF, but
+/// RFC 5766 clients (coturn's own tools among them) still use up to 0x7FFF.
+pub const CHANNEL_NUMBERS: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
 
 #[derive(Debug)]
 pub struct Allocation {
@@ -44,7 +45,7 @@ struct Channel {
 /// Why a channel could not be bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChannelBindError {
-    /// The number is outside 0x4000–0x4FFF.
+    /// The number is outside 0x4000–0x7FFF.
     BadNumber,
     /// The number is bound to another peer, or the peer to another number.
     Conflict,

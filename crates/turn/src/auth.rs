@@ -96,8 +96,13 @@ impl std::fmt::Debug for Nonces {
     }
 }
 
-/// Length of a nonce on the wire: 8 hex digits of expiry, 16 of MAC.
-pub const NONCE_LEN: usize = 24;
+/// Length of a nonce on the wire: 9 bytes (4 of expiry, 5 of MAC) in
+/// unpadded base64url. Kept this short so that a 401 (with realm `duet`) is
+/// no larger than the smallest real Allocate request (52 bytes), and so never
+/// amplifies. A 40-bit MAC cannot be guessed online; the nonce guards
+/// freshness only, the password is what MESSAGE-INTEGRITY proves.
+pub const NONCE_LEN: usize = 12;
+const MAC_BYTES: usize = 5;
 
 impl Nonces {
     pub fn new(key: [u8; 32]) -> Self {
@@ -106,18 +111,36 @@ impl Nonces {
 
     /// A nonce for `client`, valid until `expiry` (seconds on the server's clock).
     pub fn mint(&self, client: SocketAddr, expiry: u32) -> String {
-        format!("{expiry:08x}{:016x}", self.mac(client, expiry))
+        let mut bytes = [0u8; 4 + MAC_BYTES];
+        for (target, source) in bytes.iter_mut().zip(
+            expiry
+                .to_be_bytes()
+                .iter()
+                .chain(self.mac(client, expiry).to_be_bytes().iter()),
+        ) {
+            *target = *source;
+        }
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     }
 
     /// Checks a nonce: `Ok` if genuine and fresh, `Err(true)` if genuine but
     /// stale, `Err(false)` if not ours.
     pub fn verify(&self, nonce: &str, client: SocketAddr, now: u32) -> Result<(), bool> {
-        if nonce.len() != NONCE_LEN || !nonce.is_ascii() {
+        if nonce.len() != NONCE_LEN {
             return Err(false);
         }
-        let (expiry, mac) = nonce.split_at(8);
-        let expiry = u32::from_str_radix(expiry, 16).map_err(|_| false)?;
-        let mac = u64::from_str_radix(mac, 16).map_err(|_| false)?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(nonce)
+            .map_err(|_| false)?;
+        let (Some(expiry), Some(mac)) = (bytes.get(..4), bytes.get(4..4 + MAC_BYTES)) else {
+            return Err(false);
+        };
+        let expiry = u32::from_be_bytes(expiry.try_into().map_err(|_| false)?);
+        let mut full = [0u8; 8];
+        for (target, source) in full.iter_mut().zip(mac.iter()) {
+            *target = *source;
+        }
+        let mac = u64::from_be_bytes(full);
         if (mac ^ self.mac(client, expiry)).count_ones() != 0 {
             return Err(false);
         }
@@ -139,7 +162,7 @@ impl Nonces {
         mac.update(&client.port().to_be_bytes());
         let bytes = mac.finalize().into_bytes();
         let mut first = [0u8; 8];
-        for (target, source) in first.iter_mut().zip(bytes.iter()) {
+        for (target, source) in first.iter_mut().zip(bytes.iter().take(MAC_BYTES)) {
             *target = *source;
         }
         u64::from_be_bytes(first)
@@ -203,7 +226,11 @@ mod tests {
         assert_eq!(nonces.verify(&nonce, client, 101), Err(true));
         assert_eq!(nonces.verify(&nonce, other, 50), Err(false));
         assert_eq!(nonces.verify("garbage", client, 50), Err(false));
-        let forged = format!("{:08x}{}", 0xffff_ffffu32, &nonce[8..]);
+        let mut forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&nonce)
+            .unwrap();
+        forged[0] ^= 0x80;
+        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged);
         assert_eq!(nonces.verify(&forged, client, 50), Err(false));
         assert_eq!(Nonces::new([8; 32]).verify(&nonce, client, 50), Err(false));
     }

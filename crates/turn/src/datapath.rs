@@ -24,7 +24,7 @@ pub fn parse_channel_data(packet: &[u8]) -> Option<(u16, Range<usize>)> {
     let header = packet.get(..4)?;
     let number = u16::from_be_bytes([*header.first()?, *header.get(1)?]);
     let length = usize::from(u16::from_be_bytes([*header.get(2)?, *header.get(3)?]));
-    if !(0x4000..=0x4FFF).contains(&number) || 4 + length > packet.len() {
+    if !(0x4000..=0x7FFF).contains(&number) || 4 + length > packet.len() {
         return None;
     }
     Some((number, 4..4 + length))
@@ -224,7 +224,7 @@ mod tests {
     fn malformed_channel_data_is_rejected() {
         assert_eq!(parse_channel_data(&[0x40]), None);
         assert_eq!(parse_channel_data(&[0x40, 0, 0, 9, 1, 2]), None);
-        assert_eq!(parse_channel_data(&[0x50, 0, 0, 0]), None);
+        assert_eq!(parse_channel_data(&[0x80, 0, 0, 0]), None);
         assert_eq!(parse_channel_data(&[0x40, 0, 0, 0]), Some((0x4000, 4..4)));
     }
 }

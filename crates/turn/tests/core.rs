@@ -312,7 +312,7 @@ fn wrong_password_unknown_user_and_forged_nonce_get_401() {
     for (user, password, nonce) in [
         ("alice", "wrong", nonce.as_str()),
         ("mallory", "x", nonce.as_str()),
-        ("alice", "wonderland", "ffffffff0000000000000000"),
+        ("alice", "wonderland", "AAAAAAAAAAAA"),
     ] {
         let request = build(
             ALLOCATE,

@@ -49,6 +49,9 @@ impl TestServer {
             data_dir: Some(data_dir.clone()),
             ..ServeArgs::default()
         };
+        // The relay on a free loopback port, allowed to reach loopback peers.
+        args.turn.turn_listen = Some("127.0.0.1:0".parse().unwrap());
+        args.turn.allow_peers = vec!["127.0.0.0/8".to_owned()];
         adjust(&mut args);
         let config = ServeConfig::merge(args, FileConfig::default()).unwrap();
         let server = start(config).await.unwrap();

@@ -1,0 +1,487 @@
+//! The embedded STUN/TURN relay's IO: the UDP and TCP listeners, one UDP
+//! socket per relay allocation, and the timer, all around one sans-IO
+//! [`duet_turn::Server`].
+//!
+//! How a packet travels (client → peer): the listener task receives a
+//! datagram into its one reusable buffer, locks the core, which finds the
+//! allocation by 5-tuple and returns the payload's range and the relay port;
+//! the task sends that slice from the relay socket. Peer → client: the relay
+//! socket's task receives into its buffer at `HEADROOM`, the core writes the
+//! ChannelData or Data-indication header in front of the payload in place,
+//! and the task sends the framed slice from the listener socket. No
+//! allocation happens per packet on UDP; TCP clients get a copy per message.
+//!
+//! Sends never block: UDP uses `try_send_to` (a full socket buffer drops the
+//! datagram, as the network would), TCP writers have bounded queues.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use duet_signaling::IceServer;
+use duet_turn::datapath::{HEADROOM, MAX_TCP_MESSAGE, TAILROOM, TcpFrame, tcp_frame};
+use duet_turn::{Command, FiveTuple, Server, Transport};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::config::TurnSettings;
+
+/// Largest datagram relayed; larger ones are cut by the socket and dropped.
+const DATAGRAM_MAX: usize = 16 * 1024;
+/// Messages queued for one TCP client before further ones are dropped.
+const TCP_QUEUE: usize = 512;
+/// Most TCP client connections at once.
+const MAX_TCP_CLIENTS: usize = 10_000;
+
+/// A running relay.
+#[derive(Debug)]
+pub struct Relay {
+    pub udp_addr: SocketAddr,
+    pub tcp_addr: SocketAddr,
+    shared: Arc<Shared>,
+    secret: String,
+    settings: TurnSettings,
+}
+
+#[derive(Debug)]
+struct Shared {
+    inner: Mutex<Inner>,
+    udp: Arc<UdpSocket>,
+    bind_ip: IpAddr,
+    wake: tokio::sync::Notify,
+    shutdown: watch::Receiver<bool>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    core: Server,
+    relays: HashMap<u16, RelaySocket>,
+    tcp_clients: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+}
+
+#[derive(Debug)]
+struct RelaySocket {
+    socket: Arc<UdpSocket>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Relay {
+    /// Binds the listeners and spawns the relay's tasks into `tasks`.
+    pub async fn start(
+        settings: TurnSettings,
+        data_dir: &Path,
+        shutdown: watch::Receiver<bool>,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+    ) -> anyhow::Result<Self> {
+        let udp = UdpSocket::bind(settings.listen)
+            .await
+            .map_err(|error| bind_error(settings.listen, "UDP", error))?;
+        let udp_addr = udp.local_addr()?;
+        // TCP on the same port as UDP (it matters when the port was 0).
+        let tcp_target = SocketAddr::new(settings.listen.ip(), udp_addr.port());
+        let tcp = TcpListener::bind(tcp_target)
+            .await
+            .map_err(|error| bind_error(tcp_target, "TCP", error))?;
+        let tcp_addr = tcp.local_addr()?;
+        let secret = match &settings.secret {
+            Some(secret) => secret.clone(),
+            None => load_or_make_secret(data_dir)?,
+        };
+        let bind_ip = settings.listen.ip();
+        let advertised = settings
+            .external_ip
+            .unwrap_or_else(|| concrete_address(bind_ip));
+        let mut config = duet_turn::Config::new(&settings.realm, advertised);
+        config.credentials.shared_secret = Some(secret.clone());
+        config.credentials.users = settings.users.iter().cloned().collect();
+        config.relay_ports = settings.relay_ports.clone();
+        config.peer_policy.allowed = settings.allow_peers.clone();
+        config.peer_policy.server_addresses = own_addresses(bind_ip, settings.external_ip);
+        config.max_allocations = settings.max_allocations;
+        config.max_allocations_per_user = settings.user_quota;
+        config.bandwidth_per_allocation = settings.bandwidth;
+        let now = Instant::now();
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_secs())
+            .unwrap_or(0);
+        let core = Server::new(config, rand::random(), now, unix);
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                core,
+                relays: HashMap::new(),
+                tcp_clients: HashMap::new(),
+            }),
+            udp: Arc::new(udp),
+            bind_ip,
+            wake: tokio::sync::Notify::new(),
+            shutdown,
+        });
+        tasks.spawn(run_udp(Arc::clone(&shared), udp_addr));
+        tasks.spawn(run_tcp(Arc::clone(&shared), tcp, tcp_addr));
+        tasks.spawn(run_timers(Arc::clone(&shared)));
+        Ok(Self {
+            udp_addr,
+            tcp_addr,
+            shared,
+            secret,
+            settings,
+        })
+    }
+
+    /// The `iceServers` for one signaling session: STUN and TURN over UDP and
+    /// TCP on `host`, with REST credentials made for this session only.
+    pub fn ice_servers(&self, host: &str, session: &str) -> Vec<IceServer> {
+        let host = self.settings.public_host.as_deref().unwrap_or(host);
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        let port = self.udp_addr.port();
+        let expiry = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_secs())
+            .unwrap_or(0)
+            + self.settings.credential_ttl.as_secs();
+        let (username, credential) = duet_turn::rest_credentials(&self.secret, session, expiry);
+        vec![
+            IceServer {
+                urls: vec![format!("stun:{host}:{port}")],
+                username: None,
+                credential: None,
+            },
+            IceServer {
+                urls: vec![
+                    format!("turn:{host}:{port}?transport=udp"),
+                    format!("turn:{host}:{port}?transport=tcp"),
+                ],
+                username: Some(username),
+                credential: Some(credential),
+            },
+        ]
+    }
+
+    /// The host name configured for clients, if any (public host, else external IP).
+    pub fn configured_host(&self) -> Option<String> {
+        self.settings
+            .public_host
+            .clone()
+            .or_else(|| self.settings.external_ip.map(|ip| ip.to_string()))
+    }
+
+    pub fn stats(&self) -> duet_turn::Stats {
+        self.shared.lock().core.stats()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Carries out every queued command of the core.
+    fn run_commands(self: &Arc<Self>, inner: &mut Inner) {
+        while let Some(command) = inner.core.poll_command() {
+            match command {
+                Command::SendToClient { to, bytes } => {
+                    tracing::debug!(client = %to.client, transport = ?to.transport, len = bytes.len(), "TURN answer");
+                    send_to_client(&self.udp, inner, to, &bytes);
+                }
+                Command::OpenRelay { port } => {
+                    let opened = self.open_relay(inner, port);
+                    inner.core.handle_relay_opened(port, opened, Instant::now());
+                }
+                Command::CloseRelay { port } => {
+                    if let Some(relay) = inner.relays.remove(&port) {
+                        relay.task.abort();
+                    }
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    fn open_relay(self: &Arc<Self>, inner: &mut Inner, port: u16) -> bool {
+        let socket = match std::net::UdpSocket::bind(SocketAddr::new(self.bind_ip, port)) {
+            Ok(socket) => socket,
+            Err(error) => {
+                tracing::debug!(port, %error, "relay port unavailable");
+                return false;
+            }
+        };
+        let socket = match socket
+            .set_nonblocking(true)
+            .and_then(|()| UdpSocket::from_std(socket))
+        {
+            Ok(socket) => Arc::new(socket),
+            Err(_) => return false,
+        };
+        let task =
+            tokio::spawn(run_relay(Arc::clone(self), Arc::clone(&socket), port)).abort_handle();
+        inner.relays.insert(port, RelaySocket { socket, task });
+        true
+    }
+}
+
+/// Runs one input against the core under the lock, then carries out its commands.
+fn with_shared<T>(shared: &Arc<Shared>, f: impl FnOnce(&mut Inner) -> T) -> T {
+    let mut inner = shared.lock();
+    let result = f(&mut inner);
+    shared.run_commands(&mut inner);
+    result
+}
+
+fn send_to_client(udp: &UdpSocket, inner: &Inner, to: FiveTuple, bytes: &[u8]) {
+    match to.transport {
+        Transport::Udp => {
+            let _ = udp.try_send_to(bytes, to.client);
+        }
+        Transport::Tcp => {
+            if let Some(writer) = inner.tcp_clients.get(&to.client) {
+                let _ = writer.try_send(bytes.to_vec());
+            }
+        }
+    }
+}
+
+/// The UDP listener: STUN, TURN control and ChannelData from clients.
+async fn run_udp(shared: Arc<Shared>, local: SocketAddr) -> anyhow::Result<()> {
+    let mut buffer = vec![0u8; DATAGRAM_MAX];
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let (len, client) = tokio::select! {
+            received = shared.udp.recv_from(&mut buffer) => match received {
+                Ok(received) => received,
+                // ICMP errors surface as recv errors on some systems; keep serving.
+                Err(_) => continue,
+            },
+            _ = shutdown.changed() => return Ok(()),
+        };
+        let Some(packet) = buffer.get(..len) else {
+            continue;
+        };
+        let from = FiveTuple {
+            transport: Transport::Udp,
+            client,
+            server: local,
+        };
+        tracing::trace!(%client, len, "TURN datagram from client");
+        let forward = with_shared(&shared, |inner| {
+            let forward = inner.core.handle_client(from, packet, Instant::now())?;
+            let socket = Arc::clone(&inner.relays.get(&forward.relay_port)?.socket);
+            Some((socket, forward))
+        });
+        if let Some((socket, forward)) = forward
+            && let Some(payload) = packet.get(forward.payload.clone())
+        {
+            let _ = socket.try_send_to(payload, forward.peer);
+        }
+    }
+}
+
+/// One relay socket: datagrams from peers, framed in place for the client.
+async fn run_relay(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: u16) {
+    let mut buffer = vec![0u8; HEADROOM + DATAGRAM_MAX + TAILROOM];
+    loop {
+        let Some(window) = buffer.get_mut(HEADROOM..HEADROOM + DATAGRAM_MAX) else {
+            return;
+        };
+        let (len, peer) = match socket.recv_from(window).await {
+            Ok(received) => received,
+            Err(_) => continue,
+        };
+        let mut inner = shared.lock();
+        let Some(delivery) = inner
+            .core
+            .handle_peer(port, peer, &mut buffer, len, Instant::now())
+        else {
+            continue;
+        };
+        let Some(bytes) = buffer.get(delivery.bytes) else {
+            continue;
+        };
+        match delivery.to.transport {
+            Transport::Udp => {
+                drop(inner);
+                let _ = shared.udp.try_send_to(bytes, delivery.to.client);
+            }
+            Transport::Tcp => {
+                if let Some(writer) = inner.tcp_clients.get(&delivery.to.client) {
+                    let _ = writer.try_send(bytes.to_vec());
+                }
+            }
+        }
+    }
+}
+
+/// The TCP listener: one task per client connection.
+async fn run_tcp(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    local: SocketAddr,
+) -> anyhow::Result<()> {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let (stream, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return Ok(()),
+        };
+        let (writer, queue) = mpsc::channel(TCP_QUEUE);
+        {
+            let mut inner = shared.lock();
+            if inner.tcp_clients.len() >= MAX_TCP_CLIENTS {
+                continue;
+            }
+            inner.tcp_clients.insert(client, writer);
+        }
+        let from = FiveTuple {
+            transport: Transport::Tcp,
+            client,
+            server: local,
+        };
+        tokio::spawn(run_tcp_client(Arc::clone(&shared), stream, from, queue));
+    }
+}
+
+async fn run_tcp_client(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    from: FiveTuple,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let mut shutdown = shared.shutdown.clone();
+    let mut pending: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 16 * 1024];
+    // A client must say something within this time, and stay within it between messages.
+    let idle = Duration::from_secs(600);
+    'connection: loop {
+        tokio::select! {
+            outgoing = queue.recv() => {
+                let Some(bytes) = outgoing else { break };
+                if writer.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+            read = tokio::time::timeout(idle, reader.read(&mut chunk)) => {
+                let Ok(Ok(len)) = read else { break };
+                if len == 0 {
+                    break;
+                }
+                pending.extend_from_slice(chunk.get(..len).unwrap_or_default());
+                loop {
+                    let size = match tcp_frame(&pending) {
+                        TcpFrame::Complete(size) if size <= MAX_TCP_MESSAGE => size,
+                        TcpFrame::Incomplete => break,
+                        TcpFrame::Complete(_) | TcpFrame::Invalid => break 'connection,
+                    };
+                    let Some(message) = pending.get(..size) else { break };
+                    let forward = with_shared(&shared, |inner| {
+                        let forward = inner.core.handle_client(from, message, Instant::now())?;
+                        let socket = Arc::clone(&inner.relays.get(&forward.relay_port)?.socket);
+                        Some((socket, forward))
+                    });
+                    if let Some((socket, forward)) = forward
+                        && let Some(payload) = message.get(forward.payload.clone())
+                    {
+                        let _ = socket.try_send_to(payload, forward.peer);
+                    }
+                    pending.drain(..size);
+                }
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    with_shared(&shared, |inner| {
+        inner.tcp_clients.remove(&from.client);
+        inner.core.handle_client_closed(from);
+    });
+}
+
+/// Fires the core's deadlines (allocation expiry).
+async fn run_timers(shared: Arc<Shared>) -> anyhow::Result<()> {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let next = shared
+            .lock()
+            .core
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {
+                with_shared(&shared, |inner| inner.core.handle_timeout(Instant::now()));
+            }
+            _ = shared.wake.notified() => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
+
+fn bind_error(address: SocketAddr, protocol: &str, error: std::io::Error) -> anyhow::Error {
+    let why = match error.kind() {
+        std::io::ErrorKind::AddrInUse => "the address is already in use".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => error.to_string(),
+    };
+    anyhow::anyhow!("cannot listen for TURN on {address} ({protocol}): {why}")
+}
+
+/// The TURN REST secret kept in the data directory, made on first run.
+fn load_or_make_secret(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("turn-secret");
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        let secret = secret.trim().to_owned();
+        if !secret.is_empty() {
+            return Ok(secret);
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let bytes: [u8; 32] = rand::random();
+    let secret: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    crate::tls::write_private(&path, secret.as_bytes())?;
+    Ok(secret)
+}
+
+/// An address to advertise when the listener is bound to the unspecified
+/// address: the one the routing table would use to reach the internet, found
+/// without sending anything (a UDP `connect` only selects a route), else loopback.
+fn concrete_address(bind: IpAddr) -> IpAddr {
+    if !bind.is_unspecified() {
+        return bind;
+    }
+    let probe = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|socket| {
+            socket.connect((Ipv4Addr::new(192, 0, 2, 1), 9))?;
+            socket.local_addr()
+        })
+        .map(|address| address.ip());
+    match probe {
+        Ok(address) if !address.is_unspecified() => address,
+        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    }
+}
+
+fn own_addresses(bind: IpAddr, external: Option<IpAddr>) -> Vec<IpAddr> {
+    let mut addresses = vec![concrete_address(bind)];
+    if !bind.is_unspecified() {
+        addresses.push(bind);
+    }
+    addresses.extend(external);
+    addresses
+}

@@ -1,0 +1,244 @@
+//! The embedded relay against TURN clients nobody here wrote: coturn's
+//! `turnutils_uclient` (UDP and TCP, static user and REST secret) with
+//! `turnutils_peer` as the far end, and `turnutils_stunclient` for Binding.
+//! `./scripts/test` installs them (Debian package `coturn`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+
+use common::TestServer;
+
+const SECRET: &str = "interop-secret";
+
+/// A `turnutils_peer` UDP echo on a free loopback port, stopped on drop.
+struct Peer {
+    child: Child,
+    port: u16,
+}
+
+impl Peer {
+    fn start() -> Self {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(tool("turnutils_peer"))
+            .args(["-p", &port.to_string(), "-L", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Self { child, port }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tool(name: &str) -> String {
+    let path = format!("/usr/bin/{name}");
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} is missing: install Debian's coturn package (./scripts/test does)"
+    );
+    path
+}
+
+async fn relay() -> TestServer {
+    TestServer::with(|args| {
+        args.turn.turn_users = vec!["alice:wonderland".to_owned()];
+        args.turn.turn_secret = Some(SECRET.to_owned());
+    })
+    .await
+}
+
+/// Runs uclient with two clients, 50 messages each, and checks all 100 came back.
+fn uclient(server: &TestServer, peer: &Peer, extra: &[&str], auth: &[&str], size: &str) {
+    let turn = server.server.as_ref().unwrap().turn_addr.unwrap();
+    let output = Command::new(tool("turnutils_uclient"))
+        .args(extra)
+        .args(["-c", "-n", "50", "-m", "2", "-z", "10", "-l", size])
+        .args(auth)
+        .args([
+            "-p",
+            &turn.port().to_string(),
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer.port.to_string(),
+        ])
+        .arg("127.0.0.1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "uclient failed:\n{text}");
+    assert!(
+        text.contains("tot_send_msgs=100, tot_recv_msgs=100"),
+        "{text}"
+    );
+    assert!(text.contains("Total lost packets 0 (0.000000%)"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_over_udp_with_a_static_user() {
+    let server = relay().await;
+    let peer = Peer::start();
+    tokio::task::block_in_place(|| {
+        uclient(
+            &server,
+            &peer,
+            &[],
+            &["-u", "alice", "-w", "wonderland"],
+            "160",
+        )
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_over_tcp_with_a_static_user() {
+    let server = relay().await;
+    let peer = Peer::start();
+    tokio::task::block_in_place(|| {
+        uclient(
+            &server,
+            &peer,
+            &["-t"],
+            &["-u", "alice", "-w", "wonderland"],
+            "1200",
+        )
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_over_udp_with_the_rest_secret() {
+    let server = relay().await;
+    let peer = Peer::start();
+    tokio::task::block_in_place(|| {
+        uclient(&server, &peer, &[], &["-u", "bench", "-W", SECRET], "1200")
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_over_tcp_with_the_rest_secret() {
+    let server = relay().await;
+    let peer = Peer::start();
+    tokio::task::block_in_place(|| {
+        uclient(
+            &server,
+            &peer,
+            &["-t"],
+            &["-u", "bench", "-W", SECRET],
+            "160",
+        )
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_cannot_allocate() {
+    let server = relay().await;
+    let peer = Peer::start();
+    let turn = server.server.as_ref().unwrap().turn_addr.unwrap();
+    let output = tokio::task::block_in_place(|| {
+        Command::new(tool("turnutils_uclient"))
+            .args(["-c", "-n", "5", "-m", "1", "-u", "alice", "-w", "wrong"])
+            .args([
+                "-p",
+                &turn.port().to_string(),
+                "-e",
+                "127.0.0.1",
+                "-r",
+                &peer.port.to_string(),
+            ])
+            .arg("127.0.0.1")
+            .output()
+            .unwrap()
+    });
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Cannot complete Allocation"));
+    assert_eq!(
+        server
+            .server
+            .as_ref()
+            .unwrap()
+            .relay_stats()
+            .unwrap()
+            .allocations,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stunclient_binding_gets_the_mapped_address() {
+    let server = relay().await;
+    let turn = server.server.as_ref().unwrap().turn_addr.unwrap();
+    let output = tokio::task::block_in_place(|| {
+        Command::new(tool("turnutils_stunclient"))
+            .args(["-p", &turn.port().to_string(), "127.0.0.1"])
+            .output()
+            .unwrap()
+    });
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("UDP reflexive addr: 127.0.0.1:"), "{text}");
+}
+
+#[tokio::test]
+async fn joined_carries_stun_and_turn_with_per_session_credentials() {
+    let server = relay().await;
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    let joined_a = a.join("ice").await;
+    let joined_b = b.join("ice").await;
+    let turn = server.server.as_ref().unwrap().turn_addr.unwrap();
+    let servers = joined_a["iceServers"].as_array().unwrap();
+    assert_eq!(
+        servers[0]["urls"][0],
+        format!("stun:localhost:{}", turn.port())
+    );
+    assert_eq!(
+        servers[1]["urls"],
+        serde_json::json!([
+            format!("turn:localhost:{}?transport=udp", turn.port()),
+            format!("turn:localhost:{}?transport=tcp", turn.port())
+        ])
+    );
+    let username = servers[1]["username"].as_str().unwrap();
+    let credential = servers[1]["credential"].as_str().unwrap();
+    assert_eq!(credential, duet_turn::rest_password(SECRET, username));
+    let expiry: u64 = username.split(':').next().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(expiry > now && expiry <= now + 6 * 3600 + 5);
+    // Each session has its own credentials.
+    assert_ne!(
+        joined_b["iceServers"][1]["username"],
+        servers[1]["username"]
+    );
+    // The page's static JavaScript holds no secret.
+    let page = server
+        .http()
+        .get(server.url("/js/app.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains(SECRET));
+}
