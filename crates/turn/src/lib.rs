@@ -14,6 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod datapath;
 pub mod policy;
+mod reflection;
 mod server;
 
 pub use auth::{Credentials, rest_credentials, rest_password};

@@ -31,6 +31,7 @@ use crate::auth::{Nonces, Refusal};
 use crate::config::Config;
 use crate::datapath;
 use crate::policy::PeerDecision;
+use crate::reflection::ReflectionBudget;
 
 /// How a client reached the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -152,6 +153,9 @@ pub struct Server {
     expiries: BinaryHeap<Reverse<(Instant, FiveTuple)>>,
     commands: VecDeque<Command>,
     stats: Stats,
+    reflection: ReflectionBudget,
+    /// The `now` of the input being handled.
+    now: Instant,
 }
 
 impl Server {
@@ -185,6 +189,8 @@ impl Server {
             expiries: BinaryHeap::new(),
             commands: VecDeque::new(),
             stats: Stats::default(),
+            reflection: ReflectionBudget::default(),
+            now,
         }
     }
 
@@ -200,6 +206,7 @@ impl Server {
         packet: &[u8],
         now: Instant,
     ) -> Option<Forward> {
+        self.now = now;
         match packet.first().map(|byte| byte >> 6) {
             Some(0b01) => self.client_channel_data(from, packet, now),
             Some(0b00) => self.client_stun(from, packet, now),
@@ -971,10 +978,18 @@ impl Server {
         self.answer_unauthenticated(from, packet.len(), response);
     }
 
-    /// Unauthenticated answers over UDP are never larger than the request, so
-    /// the relay cannot amplify a spoofed-source flood.
+    /// Unauthenticated answers over UDP: no larger than the request, or else
+    /// small and within the address's reflection budget (see `reflection.rs`).
     fn answer_unauthenticated(&mut self, from: FiveTuple, request_len: usize, bytes: Vec<u8>) {
-        self.answer_bounded(from, request_len, bytes);
+        if from.transport == Transport::Udp
+            && !self
+                .reflection
+                .allow(from.client.ip(), request_len, bytes.len(), self.now)
+        {
+            self.stats.dropped += 1;
+            return;
+        }
+        self.send(from, bytes);
     }
 
     fn answer_bounded(&mut self, from: FiveTuple, limit: usize, bytes: Vec<u8>) {

@@ -278,30 +278,57 @@ fn binding_returns_the_mapped_address() {
 }
 
 #[test]
-fn allocate_needs_credentials_and_the_challenge_is_never_larger_than_the_request() {
+fn allocate_needs_credentials_and_small_requests_get_a_budgeted_challenge() {
     let mut h = Harness::new(config());
-    // A bare Allocate over UDP is smaller than a challenge: no answer at all.
+    // A browser's first Allocate is 28 bytes; its 401 is larger, so it is
+    // answered only within the address's reflection budget (10, then 5/s).
     let small = build(ALLOCATE, &[&RequestedTransport::new(17)], None);
-    let (_, answers) = h.client_sends(client(1000), &small);
-    assert!(answers.is_empty());
-    // The same over TCP (no spoofing possible) is challenged.
+    assert_eq!(small.len(), 28);
+    let mut answered = 0;
+    for _ in 0..50 {
+        let (_, answers) = h.client_sends(client(1000), &small);
+        if let Some(answer) = answers.first() {
+            let message = Message::from_bytes(answer).unwrap();
+            assert_eq!(error_code(&message), Some(401));
+            assert_eq!(message.attribute::<Realm>().unwrap().realm(), "duet");
+            assert!(answer.len() <= 64);
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 10);
+    // Over TCP (no spoofing possible) every request is challenged.
     let tcp = FiveTuple {
         transport: Transport::Tcp,
         ..client(1000)
     };
-    let (_, answers) = h.client_sends(tcp, &small);
-    let message = Message::from_bytes(&answers[0]).unwrap();
-    assert_eq!(error_code(&message), Some(401));
-    assert_eq!(message.attribute::<Realm>().unwrap().realm(), "duet");
-    // A full-size request gets its challenge, no larger than itself.
-    let large = build(ALLOCATE, &[&RequestedTransport::new(17), &padding()], None);
-    let (_, answers) = h.client_sends(client(1000), &large);
-    assert!(
-        answers[0].len() <= large.len(),
-        "{} > {}",
-        answers[0].len(),
-        large.len()
-    );
+    for _ in 0..20 {
+        let (_, answers) = h.client_sends(tcp, &small);
+        assert_eq!(answers.len(), 1);
+    }
+    // A request as large as coturn's uclient sends (52 bytes) always gets its
+    // challenge, and the challenge is no larger than the request.
+    // Like uclient's: REQUESTED-TRANSPORT, LIFETIME, a short SOFTWARE and a FINGERPRINT.
+    let large = {
+        let mut message = Message::builder_request(ALLOCATE, MessageWriteVec::new());
+        message.add_attribute(&RequestedTransport::new(17)).unwrap();
+        message.add_attribute(&Lifetime::new(600)).unwrap();
+        message
+            .add_attribute(&Software::new("ab").unwrap())
+            .unwrap();
+        message.add_fingerprint().unwrap();
+        message.finish()
+    };
+    assert_eq!(large.len(), 52);
+    for _ in 0..50 {
+        let (_, answers) = h.client_sends(client(1000), &large);
+        assert_eq!(answers.len(), 1);
+        assert!(
+            answers[0].len() <= large.len(),
+            "{} > {}",
+            answers[0].len(),
+            large.len()
+        );
+    }
 }
 
 #[test]
