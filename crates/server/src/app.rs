@@ -78,6 +78,9 @@ fn header_layer(
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    if let Some(relay) = &state.relay {
+        state.metrics.record_relay(&relay.stats());
+    }
     (
         [(
             header::CONTENT_TYPE,

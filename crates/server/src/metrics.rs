@@ -35,6 +35,18 @@ pub struct Metrics {
     pub closes: Family<CodeLabel, Counter>,
     pub upgrades_refused: Family<ReasonLabel, Counter>,
     pub join_latency: Histogram,
+    pub turn_allocations: Gauge,
+    pub turn_allocations_total: Gauge,
+    pub turn_packets: Family<DirectionLabel, Gauge>,
+    pub turn_bytes: Family<DirectionLabel, Gauge>,
+    pub turn_auth_failures: Gauge,
+    pub turn_denied_peers: Gauge,
+    pub turn_quota_refusals: Gauge,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    pub direction: &'static str,
 }
 
 impl Metrics {
@@ -103,8 +115,57 @@ impl Metrics {
             "Time from receiving a join to queueing its answer",
             join_latency.clone(),
         );
+        let turn_allocations = Gauge::default();
+        let turn_allocations_total = Gauge::default();
+        let turn_packets = Family::<DirectionLabel, Gauge>::default();
+        let turn_bytes = Family::<DirectionLabel, Gauge>::default();
+        let turn_auth_failures = Gauge::default();
+        let turn_denied_peers = Gauge::default();
+        let turn_quota_refusals = Gauge::default();
+        registry.register(
+            "turn_allocations",
+            "Live TURN allocations",
+            turn_allocations.clone(),
+        );
+        registry.register(
+            "turn_allocations_made",
+            "TURN allocations made since start",
+            turn_allocations_total.clone(),
+        );
+        registry.register(
+            "turn_relayed_packets",
+            "Packets relayed since start, by direction",
+            turn_packets.clone(),
+        );
+        registry.register(
+            "turn_relayed_bytes",
+            "Payload bytes relayed since start, by direction",
+            turn_bytes.clone(),
+        );
+        registry.register(
+            "turn_auth_failures",
+            "TURN requests with wrong credentials since start",
+            turn_auth_failures.clone(),
+        );
+        registry.register(
+            "turn_denied_peers",
+            "Permissions or channels refused by the peer address policy since start",
+            turn_denied_peers.clone(),
+        );
+        registry.register(
+            "turn_quota_refusals",
+            "Allocations refused by a quota since start",
+            turn_quota_refusals.clone(),
+        );
         Self {
             registry,
+            turn_allocations,
+            turn_allocations_total,
+            turn_packets,
+            turn_bytes,
+            turn_auth_failures,
+            turn_denied_peers,
+            turn_quota_refusals,
             connections,
             connections_total,
             rooms,
@@ -117,6 +178,25 @@ impl Metrics {
             upgrades_refused,
             join_latency,
         }
+    }
+
+    /// Copies the relay's counters into the exported gauges.
+    pub fn record_relay(&self, stats: &duet_turn::Stats) {
+        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.turn_allocations.set(gauge(stats.allocations as u64));
+        self.turn_allocations_total
+            .set(gauge(stats.allocations_total));
+        for (direction, packets, bytes) in [
+            ("to_peer", stats.to_peer_packets, stats.to_peer_bytes),
+            ("to_client", stats.to_client_packets, stats.to_client_bytes),
+        ] {
+            let label = DirectionLabel { direction };
+            self.turn_packets.get_or_create(&label).set(gauge(packets));
+            self.turn_bytes.get_or_create(&label).set(gauge(bytes));
+        }
+        self.turn_auth_failures.set(gauge(stats.auth_failures));
+        self.turn_denied_peers.set(gauge(stats.denied_peers));
+        self.turn_quota_refusals.set(gauge(stats.quota_refusals));
     }
 
     /// The Prometheus text exposition.
