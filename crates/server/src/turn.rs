@@ -255,6 +255,7 @@ fn send_to_client(udp: &UdpSocket, inner: &Inner, to: FiveTuple, bytes: &[u8]) {
 /// The UDP listener: STUN, TURN control and ChannelData from clients.
 async fn run_udp(shared: Arc<Shared>, local: SocketAddr) -> anyhow::Result<()> {
     let mut buffer = vec![0u8; DATAGRAM_MAX];
+    let mut scratch = vec![0u8; HEADROOM + DATAGRAM_MAX + TAILROOM];
     let mut shutdown = shared.shutdown.clone();
     loop {
         let (len, client) = tokio::select! {
@@ -274,17 +275,61 @@ async fn run_udp(shared: Arc<Shared>, local: SocketAddr) -> anyhow::Result<()> {
             server: local,
         };
         tracing::trace!(%client, len, "TURN datagram from client");
-        let forward = with_shared(&shared, |inner| {
-            let forward = inner.core.handle_client(from, packet, Instant::now())?;
-            let socket = Arc::clone(&inner.relays.get(&forward.relay_port)?.socket);
-            Some((socket, forward))
-        });
-        if let Some((socket, forward)) = forward
-            && let Some(payload) = packet.get(forward.payload.clone())
-        {
-            let _ = socket.try_send_to(payload, forward.peer);
-        }
+        relay_client_message(&shared, from, packet, &mut scratch);
     }
+}
+
+/// Relays one client message: to a peer through the allocation's relay
+/// socket, or, when the peer is another allocation of this relay, straight
+/// into that allocation (no kernel round trip, and nothing else on this host
+/// is reachable that way).
+fn relay_client_message(shared: &Arc<Shared>, from: FiveTuple, packet: &[u8], scratch: &mut [u8]) {
+    let now = Instant::now();
+    let outcome = with_shared(shared, |inner| {
+        let forward = inner.core.handle_client(from, packet, now)?;
+        if !inner.core.is_relay(forward.peer) {
+            let socket = Arc::clone(&inner.relays.get(&forward.relay_port)?.socket);
+            return Some(Outcome::ToPeer(socket, forward));
+        }
+        let payload = packet.get(forward.payload.clone())?;
+        scratch
+            .get_mut(HEADROOM..HEADROOM + payload.len())?
+            .copy_from_slice(payload);
+        let source = SocketAddr::new(inner.core.relay_address(), forward.relay_port);
+        let delivery =
+            inner
+                .core
+                .handle_peer(forward.peer.port(), source, scratch, payload.len(), now)?;
+        match delivery.to.transport {
+            Transport::Udp => Some(Outcome::ToClient(delivery)),
+            Transport::Tcp => {
+                let bytes = scratch.get(delivery.bytes)?;
+                if let Some(writer) = inner.tcp_clients.get(&delivery.to.client) {
+                    let _ = writer.try_send(bytes.to_vec());
+                }
+                None
+            }
+        }
+    });
+    match outcome {
+        Some(Outcome::ToPeer(socket, forward)) => {
+            if let Some(payload) = packet.get(forward.payload) {
+                let _ = socket.try_send_to(payload, forward.peer);
+            }
+        }
+        Some(Outcome::ToClient(delivery)) => {
+            if let Some(bytes) = scratch.get(delivery.bytes) {
+                let _ = shared.udp.try_send_to(bytes, delivery.to.client);
+            }
+        }
+        None => {}
+    }
+}
+
+/// Where a client's message goes, decided under the lock and carried out after it.
+enum Outcome {
+    ToPeer(Arc<UdpSocket>, duet_turn::Forward),
+    ToClient(duet_turn::Delivery),
 }
 
 /// One relay socket: datagrams from peers, framed in place for the client.
@@ -368,6 +413,7 @@ async fn run_tcp_client(
     let mut shutdown = shared.shutdown.clone();
     let mut pending: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
+    let mut scratch = vec![0u8; HEADROOM + MAX_TCP_MESSAGE + TAILROOM];
     // A client must say something within this time, and stay within it between messages.
     let idle = Duration::from_secs(600);
     'connection: loop {
@@ -391,16 +437,7 @@ async fn run_tcp_client(
                         TcpFrame::Complete(_) | TcpFrame::Invalid => break 'connection,
                     };
                     let Some(message) = pending.get(..size) else { break };
-                    let forward = with_shared(&shared, |inner| {
-                        let forward = inner.core.handle_client(from, message, Instant::now())?;
-                        let socket = Arc::clone(&inner.relays.get(&forward.relay_port)?.socket);
-                        Some((socket, forward))
-                    });
-                    if let Some((socket, forward)) = forward
-                        && let Some(payload) = message.get(forward.payload.clone())
-                    {
-                        let _ = socket.try_send_to(payload, forward.peer);
-                    }
+                    relay_client_message(&shared, from, message, &mut scratch);
                     pending.drain(..size);
                 }
             }

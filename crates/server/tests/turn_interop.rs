@@ -148,6 +148,30 @@ async fn uclient_over_tcp_with_the_rest_secret() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_client_to_client_through_two_allocations() {
+    let server = relay().await;
+    let turn = server.server.as_ref().unwrap().turn_addr.unwrap();
+    for transport in [&[][..], &["-t"][..]] {
+        let output = tokio::task::block_in_place(|| {
+            Command::new(tool("turnutils_uclient"))
+                .args(transport)
+                .args(["-y", "-c", "-n", "50", "-m", "4", "-z", "10", "-l", "160"])
+                .args(["-u", "alice", "-w", "wonderland"])
+                .args(["-p", &turn.port().to_string(), "127.0.0.1"])
+                .output()
+                .unwrap()
+        });
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{text}");
+        assert!(
+            text.contains("tot_send_bytes ~ 32000, tot_recv_bytes ~ 32000"),
+            "{text}"
+        );
+        assert!(text.contains("Total lost packets 0 (0.000000%)"), "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_cannot_allocate() {
     let server = relay().await;
     let peer = Peer::start();

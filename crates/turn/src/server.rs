@@ -343,6 +343,19 @@ impl Server {
         }
     }
 
+    /// True when `peer` is a live relay address of this server: the driver
+    /// then hands the data to [`Server::handle_peer`] itself instead of
+    /// sending it through the kernel, and it never reaches other services.
+    pub fn is_relay(&self, peer: SocketAddr) -> bool {
+        crate::policy::canonical(peer.ip()) == self.config.relay_address
+            && self.by_port.contains_key(&peer.port())
+    }
+
+    /// The address clients are told their relays are on.
+    pub fn relay_address(&self) -> IpAddr {
+        self.config.relay_address
+    }
+
     /// Unix seconds at `now`.
     pub fn unix_time(&self, now: Instant) -> u64 {
         self.epoch_unix + now.saturating_duration_since(self.epoch).as_secs()
@@ -362,7 +375,12 @@ impl Server {
         };
         let allocation = self.allocations.get_mut(&from)?;
         let peer = allocation.channel_peer(number, now)?;
-        if !allocation.is_permitted(peer.ip(), now) || !allocation.spend(payload.len(), now) {
+        let to_own_host = crate::policy::canonical(peer.ip()) == self.config.relay_address
+            && !self.by_port.contains_key(&peer.port());
+        if to_own_host
+            || !allocation.is_permitted(peer.ip(), now)
+            || !allocation.spend(payload.len(), now)
+        {
             self.stats.dropped += 1;
             return None;
         }
@@ -388,8 +406,13 @@ impl Server {
         let (offset, data) = message.raw_attribute_and_offset(AttributeType::new(0x0013))?;
         let start = offset + 4;
         let payload = start..start + data.value.len();
+        let to_own_host = crate::policy::canonical(peer.ip()) == self.config.relay_address
+            && !self.by_port.contains_key(&peer.port());
         let allocation = self.allocations.get_mut(&from)?;
-        if !allocation.is_permitted(peer.ip(), now) || !allocation.spend(payload.len(), now) {
+        if to_own_host
+            || !allocation.is_permitted(peer.ip(), now)
+            || !allocation.spend(payload.len(), now)
+        {
             self.stats.dropped += 1;
             return None;
         }
@@ -836,6 +859,11 @@ impl Server {
             && crate::policy::canonical(peer).is_ipv4() != self.config.relay_address.is_ipv4()
         {
             return Err((443, "Peer Address Family Mismatch"));
+        }
+        // Another allocation on this relay is a peer like any other (both sides
+        // relayed); its data never leaves the relay (see `is_relay`).
+        if crate::policy::canonical(peer) == self.config.relay_address {
+            return Ok(());
         }
         match self.config.peer_policy.check(peer) {
             PeerDecision::Allowed => Ok(()),

@@ -598,7 +598,13 @@ fn tcp_channel_data_is_padded() {
 
 #[test]
 fn every_denied_address_class_gets_403() {
-    let mut h = Harness::new(config());
+    let mut config = config();
+    // Another address of this host (say, its public one behind the relay's).
+    config
+        .peer_policy
+        .server_addresses
+        .push("198.51.100.200".parse().unwrap());
+    let mut h = Harness::new(config);
     let from = client(1000);
     h.allocate(from, "alice", "wonderland");
     for address in [
@@ -611,7 +617,7 @@ fn every_denied_address_class_gets_403() {
         "169.254.169.254:80",
         "224.0.0.251:5353",
         "255.255.255.255:80",
-        "203.0.113.1:3478",
+        "198.51.100.200:22",
         "[::ffff:127.0.0.1]:80",
         "[::ffff:169.254.169.254]:80",
     ] {
@@ -620,6 +626,31 @@ fn every_denied_address_class_gets_403() {
         assert_eq!(h.bind(from, 0x4100, peer), Some(403), "{address}");
     }
     assert!(h.server.stats().denied_peers >= 24);
+}
+
+#[test]
+fn two_allocations_on_this_relay_reach_each_other_but_nothing_else_on_the_host() {
+    let mut h = Harness::new(config());
+    let (a, b) = (client(1000), client(2000));
+    let relayed_a = h.allocate(a, "alice", "wonderland");
+    let relayed_b = h.allocate(b, "alice", "wonderland");
+    // Permissions towards the relay's own address are allowed (both sides relayed).
+    assert_eq!(h.bind(a, 0x4000, relayed_b), None);
+    assert_eq!(h.permit(b, relayed_a), None);
+    let (forward, _) = h.client_sends(a, &[0x40, 0x00, 0x00, 0x02, b'h', b'i']);
+    let forward = forward.unwrap();
+    assert_eq!(forward.peer, relayed_b);
+    assert!(h.server.is_relay(forward.peer));
+    // The driver delivers it to B's allocation itself.
+    let delivered = h.peer_sends(relayed_b.port(), relayed_a, b"hi").unwrap();
+    let message = Message::from_bytes(&delivered).unwrap();
+    assert_eq!(message.attribute::<Data>().unwrap().data(), b"hi");
+    // But other ports on the relay's address (its own services) stay out of reach.
+    let own_service: SocketAddr = "203.0.113.1:22".parse().unwrap();
+    assert_eq!(h.bind(a, 0x4001, own_service), None);
+    let (forward, _) = h.client_sends(a, &[0x40, 0x01, 0x00, 0x02, b'h', b'i']);
+    assert_eq!(forward, None);
+    assert!(!h.server.is_relay(own_service));
 }
 
 #[test]
