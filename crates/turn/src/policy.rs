@@ -106,6 +106,12 @@ pub struct PeerPolicy {
 }
 
 impl PeerPolicy {
+    /// True when an allow-list entry covers `address`.
+    pub fn explicitly_allowed(&self, address: IpAddr) -> bool {
+        let address = canonical(address);
+        self.allowed.iter().any(|cidr| cidr.contains(address))
+    }
+
     pub fn check(&self, address: IpAddr) -> PeerDecision {
         let address = canonical(address);
         if self.allowed.iter().any(|cidr| cidr.contains(address)) {

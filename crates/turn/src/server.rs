@@ -351,6 +351,15 @@ impl Server {
             && self.by_port.contains_key(&peer.port())
     }
 
+    /// True when `peer` is on the relay's own address but is not one of its
+    /// relays: a service of this host, out of reach unless the operator
+    /// allowed that address explicitly.
+    fn reaches_own_host(&self, peer: SocketAddr) -> bool {
+        crate::policy::canonical(peer.ip()) == self.config.relay_address
+            && !self.by_port.contains_key(&peer.port())
+            && !self.config.peer_policy.explicitly_allowed(peer.ip())
+    }
+
     /// The address clients are told their relays are on.
     pub fn relay_address(&self) -> IpAddr {
         self.config.relay_address
@@ -373,10 +382,9 @@ impl Server {
             self.stats.dropped += 1;
             return None;
         };
+        let peer = self.allocations.get(&from)?.channel_peer(number, now)?;
+        let to_own_host = self.reaches_own_host(peer);
         let allocation = self.allocations.get_mut(&from)?;
-        let peer = allocation.channel_peer(number, now)?;
-        let to_own_host = crate::policy::canonical(peer.ip()) == self.config.relay_address
-            && !self.by_port.contains_key(&peer.port());
         if to_own_host
             || !allocation.is_permitted(peer.ip(), now)
             || !allocation.spend(payload.len(), now)
@@ -406,8 +414,7 @@ impl Server {
         let (offset, data) = message.raw_attribute_and_offset(AttributeType::new(0x0013))?;
         let start = offset + 4;
         let payload = start..start + data.value.len();
-        let to_own_host = crate::policy::canonical(peer.ip()) == self.config.relay_address
-            && !self.by_port.contains_key(&peer.port());
+        let to_own_host = self.reaches_own_host(peer);
         let allocation = self.allocations.get_mut(&from)?;
         if to_own_host
             || !allocation.is_permitted(peer.ip(), now)
