@@ -60,6 +60,8 @@ struct Shared {
 #[derive(Debug)]
 struct Inner {
     core: Server,
+    /// When the timer task will wake next.
+    timer_at: Option<Instant>,
     relays: HashMap<u16, RelaySocket>,
     tcp_clients: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
 }
@@ -114,6 +116,7 @@ impl Relay {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 core,
+                timer_at: None,
                 relays: HashMap::new(),
                 tcp_clients: HashMap::new(),
             }),
@@ -206,7 +209,13 @@ impl Shared {
                 }
             }
         }
-        self.wake.notify_one();
+        // Wake the timer task only when a deadline earlier than its own appeared.
+        if let Some(next) = inner.core.poll_timeout()
+            && inner.timer_at.is_none_or(|planned| next < planned)
+        {
+            inner.timer_at = Some(next);
+            self.wake.notify_one();
+        }
     }
 
     fn open_relay(self: &Arc<Self>, inner: &mut Inner, port: u16) -> bool {
@@ -454,11 +463,15 @@ async fn run_tcp_client(
 async fn run_timers(shared: Arc<Shared>) -> anyhow::Result<()> {
     let mut shutdown = shared.shutdown.clone();
     loop {
-        let next = shared
-            .lock()
-            .core
-            .poll_timeout()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+        let next = {
+            let mut inner = shared.lock();
+            let next = inner
+                .core
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+            inner.timer_at = Some(next);
+            next
+        };
         tokio::select! {
             _ = tokio::time::sleep_until(next.into()) => {
                 with_shared(&shared, |inner| inner.core.handle_timeout(Instant::now()));
