@@ -4,9 +4,11 @@
 //! unauthenticated request is a potential reflection towards a victim. The
 //! rule: an answer no larger than its request is always sent; a larger one
 //! (a 401 challenge to a browser's 28-byte Allocate, at most
-//! [`MAX_OVERSIZE_ANSWER`] bytes) only within a small per-address budget, so a
-//! forged flood can make this server send a victim at most a few hundred
-//! bytes per second. Owns the accounting only.
+//! [`MAX_OVERSIZE_ANSWER`] bytes, so at most 2.3 times the request) only
+//! within a per-address budget and a global one. A forged flood can then make
+//! this server send one victim at most 3.2 KB/s, and all victims together at
+//! most 64 KB/s, while a NAT with many real clients behind one address is
+//! still served. Owns the accounting only.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,15 +17,20 @@ use std::time::Instant;
 /// Largest unauthenticated answer ever sent for a smaller request.
 pub const MAX_OVERSIZE_ANSWER: usize = 64;
 /// Oversize answers per second per address, sustained.
-const RATE: f64 = 5.0;
+const RATE: f64 = 50.0;
 /// Oversize answers per address in a burst.
-const BURST: f64 = 10.0;
+const BURST: f64 = 100.0;
+/// Oversize answers per second for all addresses together, sustained and in a burst.
+const GLOBAL_RATE: f64 = 1000.0;
+const GLOBAL_BURST: f64 = 2000.0;
 /// Addresses tracked at once; past this, oversize answers are refused (fail closed).
 const MAX_ADDRESSES: usize = 50_000;
 
 #[derive(Debug, Default)]
 pub struct ReflectionBudget {
     addresses: HashMap<IpAddr, (f64, Instant)>,
+    /// The global bucket; `None` until first used.
+    global: Option<(f64, Instant)>,
 }
 
 impl ReflectionBudget {
@@ -49,11 +56,24 @@ impl ReflectionBudget {
                 return false;
             }
         }
+        let (global_tokens, global_updated) = self.global.get_or_insert((GLOBAL_BURST, now));
+        let global = refill_at(
+            *global_tokens,
+            *global_updated,
+            now,
+            GLOBAL_RATE,
+            GLOBAL_BURST,
+        );
+        *global_updated = now;
+        *global_tokens = global;
         let (tokens, updated) = self.addresses.entry(address).or_insert((BURST, now));
         let available = refill(*tokens, *updated, now);
         *updated = now;
-        if available >= 1.0 {
+        if available >= 1.0 && global >= 1.0 {
             *tokens = available - 1.0;
+            if let Some((global_tokens, _)) = &mut self.global {
+                *global_tokens -= 1.0;
+            }
             true
         } else {
             *tokens = available;
@@ -63,7 +83,11 @@ impl ReflectionBudget {
 }
 
 fn refill(tokens: f64, updated: Instant, now: Instant) -> f64 {
-    (tokens + now.saturating_duration_since(updated).as_secs_f64() * RATE).min(BURST)
+    refill_at(tokens, updated, now, RATE, BURST)
+}
+
+fn refill_at(tokens: f64, updated: Instant, now: Instant, rate: f64, burst: f64) -> f64 {
+    (tokens + now.saturating_duration_since(updated).as_secs_f64() * rate).min(burst)
 }
 
 #[cfg(test)]
@@ -77,17 +101,30 @@ mod tests {
         let victim: IpAddr = "192.0.2.9".parse().unwrap();
         let now = Instant::now();
         assert!((0..1000).all(|_| budget.allow(victim, 60, 52, now)));
-        let sent = (0..100)
+        let sent = (0..1000)
             .filter(|_| budget.allow(victim, 28, 52, now))
             .count();
-        assert_eq!(sent, 10);
+        assert_eq!(sent, 100);
         assert!(!budget.allow(victim, 28, 65, now + Duration::from_secs(10)));
         let later = now + Duration::from_secs(1);
-        let sent = (0..100)
+        let sent = (0..1000)
             .filter(|_| budget.allow(victim, 28, 52, later))
             .count();
-        assert_eq!(sent, 5);
+        assert_eq!(sent, 50);
         let other: IpAddr = "192.0.2.10".parse().unwrap();
         assert!(budget.allow(other, 28, 52, later));
+    }
+
+    #[test]
+    fn all_addresses_together_share_a_global_budget() {
+        let mut budget = ReflectionBudget::default();
+        let now = Instant::now();
+        let sent = (0..5000u32)
+            .filter(|n| {
+                let address = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+                budget.allow(address, 28, 52, now)
+            })
+            .count();
+        assert_eq!(sent, 2000);
     }
 }
