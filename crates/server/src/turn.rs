@@ -296,6 +296,7 @@ fn relay_client_message(shared: &Arc<Shared>, from: FiveTuple, packet: &[u8], sc
     let now = Instant::now();
     let outcome = with_shared(shared, |inner| {
         let forward = inner.core.handle_client(from, packet, now)?;
+        tracing::trace!(client = %from.client, peer = %forward.peer, internal = inner.core.is_relay(forward.peer), "TURN forward");
         if !inner.core.is_relay(forward.peer) {
             let socket = Arc::clone(&inner.relays.get(&forward.relay_port)?.socket);
             return Some(Outcome::ToPeer(socket, forward));
@@ -308,7 +309,9 @@ fn relay_client_message(shared: &Arc<Shared>, from: FiveTuple, packet: &[u8], sc
         let delivery =
             inner
                 .core
-                .handle_peer(forward.peer.port(), source, scratch, payload.len(), now)?;
+                .handle_peer(forward.peer.port(), source, scratch, payload.len(), now);
+        tracing::trace!(delivered = ?delivery, "TURN internal delivery");
+        let delivery = delivery?;
         match delivery.to.transport {
             Transport::Udp => Some(Outcome::ToClient(delivery)),
             Transport::Tcp => {

@@ -14,7 +14,7 @@ pub const HEADROOM: usize = 48;
 pub const TAILROOM: usize = 3;
 
 const MAGIC_COOKIE: u32 = 0x2112_A442;
-const DATA_INDICATION: u16 = 0x0117;
+const DATA_INDICATION: u16 = 0x0017;
 const XOR_PEER_ADDRESS: u16 = 0x0012;
 const DATA: u16 = 0x0013;
 
@@ -202,6 +202,10 @@ mod tests {
             let range = frame_data_indication(&mut buffer, 7, peer, [7; 12]).unwrap();
             let message = Message::from_bytes(&buffer[range]).unwrap();
             assert_eq!(message.method(), turn_types::message::DATA);
+            assert_eq!(
+                message.class(),
+                stun_types::message::MessageClass::Indication
+            );
             let address = message.attribute::<XorPeerAddress>().unwrap();
             assert_eq!(address.addr(message.transaction_id()), peer);
             assert_eq!(message.attribute::<Data>().unwrap().data(), b"media!!");

@@ -808,3 +808,35 @@ fn a_bandwidth_cap_drops_the_excess() {
     h.advance(Duration::from_secs(1));
     assert!(h.peer_sends(relayed.port(), peer(), &payload).is_some());
 }
+
+#[test]
+fn a_send_indication_with_a_fingerprint_forwards_exactly_its_data() {
+    let mut h = Harness::new(config());
+    let (a, b) = (client(1000), client(2000));
+    let relayed_a = h.allocate(a, "alice", "wonderland");
+    let relayed_b = h.allocate(b, "alice", "wonderland");
+    assert_eq!(h.permit(a, relayed_b), None);
+    assert_eq!(h.permit(b, relayed_a), None);
+    let payload: Vec<u8> = (0..101u8).collect();
+    let send = {
+        let mut message = Message::builder(
+            stun_types::message::MessageType::from_class_method(MessageClass::Indication, SEND),
+            stun_types::message::TransactionId::generate(),
+            MessageWriteVec::new(),
+        );
+        let transaction = message.transaction_id();
+        message
+            .add_attribute(&XorPeerAddress::new(relayed_b, transaction))
+            .unwrap();
+        message.add_attribute(&Data::new(&payload)).unwrap();
+        message.add_fingerprint().unwrap();
+        message.finish()
+    };
+    let (forward, _) = h.client_sends(a, &send);
+    let forward = forward.unwrap();
+    assert_eq!(&send[forward.payload.clone()], &payload[..]);
+    assert!(h.server.is_relay(forward.peer));
+    let delivered = h.peer_sends(relayed_b.port(), relayed_a, &payload).unwrap();
+    let message = Message::from_bytes(&delivered).unwrap();
+    assert_eq!(message.attribute::<Data>().unwrap().data(), &payload[..]);
+}

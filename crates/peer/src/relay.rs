@@ -1,0 +1,253 @@
+//! The client side of TURN (RFC 8656) for one call, sans-IO: allocates a relay
+//! address on the server named in `joined.iceServers`, installs permissions
+//! and channels for the peers ICE talks to, wraps outgoing datagrams and
+//! unwraps incoming ones. The protocol itself is `turn-client-proto`'s; this
+//! module adapts it to the call (std `Instant`s, one UDP socket shared with
+//! ICE) and decides when to ask for permissions and channels.
+//!
+//! It never touches a socket or a clock: datagrams and `now` come in, datagrams
+//! for the TURN server and events come out.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use turn_client_proto::api::{BindChannelError, CreatePermissionError, TurnEvent, TurnPollRet};
+use turn_client_proto::api::{TurnClientApi, TurnConfig, TurnRecvRet};
+use turn_client_proto::stun::Instant as TurnInstant;
+use turn_client_proto::stun::agent::Transmit;
+use turn_client_proto::stun::types::TransportType;
+use turn_client_proto::types::TurnCredentials;
+use turn_client_proto::udp::TurnClientUdp;
+
+/// A resolved TURN server with the credentials for this session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnServer {
+    pub addr: SocketAddr,
+    pub username: String,
+    pub password: String,
+}
+
+/// What the relay client has to say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayEvent {
+    /// The server gave us this relayed address: a local ICE candidate.
+    Allocated(SocketAddr),
+    /// No relay (refused, unreachable, or the allocation was lost).
+    Failed(String),
+}
+
+/// One TURN allocation over UDP.
+#[derive(Debug)]
+pub struct Relay {
+    client: TurnClientUdp,
+    server: SocketAddr,
+    /// The origin of the TURN crate's clock (its instants count from here).
+    epoch: Instant,
+    relayed: Option<SocketAddr>,
+    failed: bool,
+    /// Peers asked for before the allocation existed.
+    waiting_permissions: Vec<IpAddr>,
+    channels_requested: HashSet<SocketAddr>,
+    to_server: VecDeque<Vec<u8>>,
+    events: VecDeque<RelayEvent>,
+    wake_at: Option<Instant>,
+    /// Datagrams dropped because the peer had no permission yet.
+    pub dropped_without_permission: u64,
+}
+
+impl Relay {
+    /// Starts an allocation from `local` (the call's UDP socket) on `server`.
+    #[must_use]
+    pub fn allocate(local: SocketAddr, server: TurnServer, now: Instant) -> Self {
+        let config = TurnConfig::new(TurnCredentials::new(&server.username, &server.password));
+        let mut relay = Self {
+            client: TurnClientUdp::allocate(local, server.addr, config),
+            server: server.addr,
+            epoch: now,
+            relayed: None,
+            failed: false,
+            waiting_permissions: Vec::new(),
+            channels_requested: HashSet::new(),
+            to_server: VecDeque::new(),
+            events: VecDeque::new(),
+            wake_at: None,
+            dropped_without_permission: 0,
+        };
+        relay.pump(now);
+        relay
+    }
+
+    /// The TURN server's address (datagrams from it belong to the relay).
+    #[must_use]
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// The relayed address, once allocated.
+    #[must_use]
+    pub fn relayed(&self) -> Option<SocketAddr> {
+        self.relayed
+    }
+
+    /// Handles a datagram from the TURN server. Returns the peer data it carried, if any.
+    pub fn handle_datagram(
+        &mut self,
+        local: SocketAddr,
+        bytes: &[u8],
+        now: Instant,
+    ) -> Option<(SocketAddr, Vec<u8>)> {
+        let transmit = Transmit::new(bytes, TransportType::Udp, self.server, local);
+        let peer_data = match self.client.recv(transmit, self.turn_time(now)) {
+            TurnRecvRet::PeerData(data) => Some((data.peer, data.data().to_vec())),
+            TurnRecvRet::Handled | TurnRecvRet::Ignored(_) | TurnRecvRet::PeerIcmp { .. } => None,
+        };
+        self.pump(now);
+        peer_data
+    }
+
+    /// Wraps `payload` for `peer` (ChannelData once a channel is bound, a Send
+    /// indication before). None when the peer has no permission yet: one is
+    /// requested and the datagram dropped (ICE retransmits its checks).
+    pub fn wrap(&mut self, peer: SocketAddr, payload: &[u8], now: Instant) -> Option<Vec<u8>> {
+        let time = self.turn_time(now);
+        let wrapped = match self.client.send_to(TransportType::Udp, peer, payload, time) {
+            Ok(Some(transmit)) => Some(transmit.build().data),
+            Ok(None) => None,
+            Err(_) => {
+                self.dropped_without_permission += 1;
+                self.permit(peer.ip(), now);
+                None
+            }
+        };
+        if wrapped.is_some() && self.channels_requested.insert(peer) {
+            // A channel costs 4 bytes a datagram instead of 36.
+            match self.client.bind_channel(TransportType::Udp, peer, time) {
+                Ok(()) | Err(BindChannelError::AlreadyExists) => {}
+                Err(_) => {
+                    self.channels_requested.remove(&peer);
+                }
+            }
+            self.pump(now);
+        }
+        wrapped
+    }
+
+    /// Lets `peer` send to our relayed address (done for every remote candidate).
+    pub fn permit(&mut self, peer: IpAddr, now: Instant) {
+        if self.relayed.is_none() {
+            if !self.waiting_permissions.contains(&peer) {
+                self.waiting_permissions.push(peer);
+            }
+            return;
+        }
+        match self
+            .client
+            .create_permission(TransportType::Udp, peer, self.turn_time(now))
+        {
+            Ok(()) | Err(CreatePermissionError::AlreadyExists) => {}
+            Err(_) => {
+                if !self.waiting_permissions.contains(&peer) {
+                    self.waiting_permissions.push(peer);
+                }
+            }
+        }
+        self.pump(now);
+    }
+
+    /// Drives retransmissions and refreshes.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.pump(now);
+    }
+
+    /// When `handle_timeout` is due next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.wake_at
+    }
+
+    /// The next datagram to send to the TURN server.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.to_server.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<RelayEvent> {
+        self.events.pop_front()
+    }
+
+    /// Collects whatever the TURN client wants to send or say.
+    fn pump(&mut self, now: Instant) {
+        let time = self.turn_time(now);
+        self.wake_at = match self.client.poll(time) {
+            TurnPollRet::WaitUntil(at) => Some(self.std_time(at).max(now)),
+            TurnPollRet::Closed => {
+                self.fail("the TURN allocation is closed");
+                None
+            }
+            // TCP-only outcomes; a UDP allocation does not produce them.
+            TurnPollRet::AllocateTcpSocket { .. } | TurnPollRet::TcpClose { .. } => None,
+        };
+        // Bounded: the client queues a handful of requests at most.
+        for _ in 0..64 {
+            let Some(transmit) = self.client.poll_transmit(time) else {
+                break;
+            };
+            self.to_server.push_back(transmit.data.as_ref().to_vec());
+        }
+        for _ in 0..64 {
+            let Some(event) = self.client.poll_event() else {
+                break;
+            };
+            self.on_event(event, now);
+        }
+    }
+
+    fn on_event(&mut self, event: TurnEvent, now: Instant) {
+        match event {
+            TurnEvent::AllocationCreated(_, relayed) => {
+                if self.relayed.is_none() {
+                    self.relayed = Some(relayed);
+                    self.events.push_back(RelayEvent::Allocated(relayed));
+                    for peer in std::mem::take(&mut self.waiting_permissions) {
+                        let _ = self.client.create_permission(
+                            TransportType::Udp,
+                            peer,
+                            self.turn_time(now),
+                        );
+                    }
+                }
+            }
+            TurnEvent::AllocationCreateFailed(_) => {
+                self.fail("the TURN server refused the allocation")
+            }
+            TurnEvent::ChannelCreateFailed(_, peer) => {
+                self.channels_requested.remove(&peer);
+            }
+            TurnEvent::PermissionCreated(..)
+            | TurnEvent::PermissionCreateFailed(..)
+            | TurnEvent::ChannelCreated(..)
+            | TurnEvent::TcpConnected(_)
+            | TurnEvent::TcpConnectFailed(_) => {}
+        }
+    }
+
+    fn fail(&mut self, reason: &str) {
+        if !self.failed {
+            self.failed = true;
+            self.events.push_back(RelayEvent::Failed(reason.to_owned()));
+        }
+    }
+
+    fn turn_time(&self, now: Instant) -> TurnInstant {
+        let nanos = now.saturating_duration_since(self.epoch).as_nanos();
+        TurnInstant::from_nanos(i64::try_from(nanos).unwrap_or(i64::MAX))
+    }
+
+    fn std_time(&self, at: TurnInstant) -> Instant {
+        self.epoch + at.saturating_duration_since(TurnInstant::from_nanos(0))
+    }
+}
+
+/// How long a call waits for the relay before giving up on it.
+pub const ALLOCATION_DEADLINE: Duration = Duration::from_secs(10);

@@ -1,0 +1,135 @@
+//! The `duet-peer` binary as a script would use it: its exit status, its JSON
+//! report, its error messages, and that it ends on its own within its timeout.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Duet;
+
+/// Waits for `child` at most `limit`, killing it (by its own handle) past that.
+fn wait_bounded(mut child: Child, limit: Duration) -> Output {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    panic!(
+        "duet-peer did not end within {limit:?}; stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn peer(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_duet-peer"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alone_in_a_room_exits_2_with_a_report_at_the_timeout() {
+    let duet = Duet::start().await;
+    let url = duet.url();
+    let cert = duet.cert();
+    let child = peer(&[
+        "--url",
+        &url,
+        "--room",
+        "lonely",
+        "--ca-file",
+        cert.to_str().unwrap(),
+        "--timeout",
+        "1.5",
+        "--quiet",
+    ]);
+    let started = Instant::now();
+    let output = tokio::task::spawn_blocking(move || wait_bounded(child, Duration::from_secs(15)))
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(6));
+    assert_eq!(output.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["outcome"], "no_media");
+    assert_eq!(report["room"], "lonely");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no media arrived within 1.5 s"));
+}
+
+#[test]
+fn an_unreachable_server_exits_1_with_a_clear_message() {
+    // A port nothing listens on (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("wss://127.0.0.1:{port}/ws");
+    let output = wait_bounded(
+        peer(&[
+            "--url",
+            &url,
+            "--room",
+            "r",
+            "--insecure",
+            "--quiet",
+            "--timeout",
+            "5",
+        ]),
+        Duration::from_secs(15),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot reach the signaling server"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_arguments_are_refused() {
+    let output = wait_bounded(
+        peer(&[
+            "--url",
+            "wss://127.0.0.1:1/ws",
+            "--room",
+            "r",
+            "--timeout",
+            "0",
+        ]),
+        Duration::from_secs(15),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--timeout must be a positive number")
+    );
+    let output = wait_bounded(
+        peer(&["--room", "r", "--no-such-flag"]),
+        Duration::from_secs(15),
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "usage errors are not 'no media'"
+    );
+    let output = wait_bounded(
+        peer(&[
+            "--url",
+            "wss://127.0.0.1:1/ws",
+            "--room",
+            "r",
+            "--video",
+            "/nonexistent.ivf",
+        ]),
+        Duration::from_secs(15),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent.ivf"));
+}

@@ -1,0 +1,166 @@
+// Calls through Duet's own TURN relay, relay-only, in real Chromium: once with
+// the TURN/UDP URL only and once with the TURN/TCP URL only. The two pages use
+// Duet's signaling (/ws) and the iceServers of `joined`, exactly as the web
+// client does, but drive RTCPeerConnection themselves, so the test checks the
+// relay and the credentials, independent of the UI.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { launchBrowser, newContext, newPage } from './browser.js';
+import { startServer } from './server.js';
+
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer({ env: process.env.DUET_LOG ? { DUET_LOG: process.env.DUET_LOG } : {} });
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/**
+ * Runs in the page: joins `room`, keeps only the TURN URL for `transport`,
+ * calls the other member relay-only, and reports the selected pair and the
+ * decoded video once frames arrive.
+ */
+async function relayCall({ room, transport }) {
+  const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+  const ws = new WebSocket(`wss://${location.host}/ws`);
+  await new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = () => reject(new Error('signaling connection failed'));
+  });
+  const inbox = [];
+  let wake = () => {};
+  ws.onmessage = (event) => {
+    inbox.push(JSON.parse(event.data));
+    wake();
+  };
+  const next = async (type, timeoutMs = 15000) => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const index = inbox.findIndex((m) => m.type === type);
+      if (index >= 0) return inbox.splice(index, 1)[0];
+      if (Date.now() > deadline) throw new Error(`no ${type} within ${timeoutMs} ms`);
+      await new Promise((resolve) => {
+        wake = resolve;
+        setTimeout(resolve, 100);
+      });
+    }
+  };
+  ws.send(JSON.stringify({ type: 'join', room }));
+  const joined = await next('joined');
+  const turnOnly = joined.iceServers
+    .map((server) => ({ ...server, urls: server.urls.filter((url) => url.startsWith('turn:') && url.endsWith(`transport=${transport}`)) }))
+    .filter((server) => server.urls.length > 0);
+  if (turnOnly.length !== 1) throw new Error(`expected one TURN entry for ${transport}: ${JSON.stringify(joined.iceServers)}`);
+  const pc = new RTCPeerConnection({ iceServers: turnOnly, iceTransportPolicy: 'relay' });
+  for (const track of stream.getTracks()) pc.addTrack(track, stream);
+  const gathered = [];
+  pc.onicecandidate = (event) => {
+    if (event.candidate) {
+      gathered.push(event.candidate.candidate);
+      ws.send(JSON.stringify({ type: 'message', data: { candidate: event.candidate.toJSON() } }));
+    }
+  };
+  const offerer = joined.peers.length > 0;
+  if (!offerer) await next('other_joined');
+  const log = [];
+  pc.oniceconnectionstatechange = () => log.push(`ice:${pc.iceConnectionState}`);
+  const handle = async (message) => {
+    const data = message.data;
+    log.push(data.description ? `sdp:${data.description.type}` : 'cand');
+    if (data.description) {
+      await pc.setRemoteDescription(data.description);
+      if (data.description.type === 'offer') {
+        await pc.setLocalDescription(await pc.createAnswer());
+        ws.send(JSON.stringify({ type: 'message', data: { description: pc.localDescription.toJSON() } }));
+      }
+    } else if (data.candidate) {
+      await pc.addIceCandidate(data.candidate);
+    }
+  };
+  if (offerer) {
+    await pc.setLocalDescription(await pc.createOffer());
+    ws.send(JSON.stringify({ type: 'message', data: { description: pc.localDescription.toJSON() } }));
+  }
+  // Apply messages in order until video is decoded (candidates may precede the description: queue them).
+  const pending = [];
+  const deadline = Date.now() + 20000;
+  let framesDecoded = 0;
+  while (Date.now() < deadline) {
+    while (inbox.some((m) => m.type === 'message')) {
+      const message = next('message');
+      pending.push(await message);
+    }
+    for (let i = 0; i < pending.length; ) {
+      const data = pending[i].data;
+      if (data.candidate && !pc.remoteDescription) {
+        i += 1;
+        continue;
+      }
+      await handle(pending.splice(i, 1)[0]);
+    }
+    const stats = await pc.getStats();
+    for (const report of stats.values()) {
+      if (report.type === 'inbound-rtp' && report.kind === 'video') framesDecoded = report.framesDecoded || 0;
+    }
+    if (framesDecoded > 5) break;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  const stats = await pc.getStats();
+  let pair = null;
+  for (const report of stats.values()) {
+    if (report.type === 'transport' && report.selectedCandidatePairId) pair = stats.get(report.selectedCandidatePairId);
+  }
+  const local = pair && stats.get(pair.localCandidateId);
+  const remote = pair && stats.get(pair.remoteCandidateId);
+  const pairs = [];
+  for (const report of stats.values()) {
+    if (report.type === 'candidate-pair') pairs.push(`${report.state}:${stats.get(report.localCandidateId)?.port}->${stats.get(report.remoteCandidateId)?.port}`);
+  }
+  const result = {
+    framesDecoded,
+    ice: pc.iceConnectionState,
+    signaling: pc.signalingState,
+    pairs,
+    log,
+    localType: local?.candidateType,
+    remoteType: remote?.candidateType,
+    relayProtocol: local?.relayProtocol,
+    gathered,
+  };
+  // Stay in the room until the other side is done too.
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  pc.close();
+  ws.close();
+  for (const track of stream.getTracks()) track.stop();
+  return result;
+}
+
+for (const transport of ['udp', 'tcp']) {
+  test(`a relay-only call over TURN/${transport.toUpperCase()} decodes video on both sides`, { timeout: 60_000 }, async () => {
+    const contexts = [await newContext(browser), await newContext(browser)];
+    const pages = await Promise.all(contexts.map((context) => newPage(context)));
+    await Promise.all(pages.map((page) => page.goto(server.url)));
+    const room = `relay-${transport}-${Date.now()}`;
+    const first = pages[0].evaluate(relayCall, { room, transport });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const second = pages[1].evaluate(relayCall, { room, transport });
+    const results = await Promise.all([first, second]);
+    for (const result of results) {
+      assert.ok(result.gathered.length > 0, 'relay candidates gathered');
+      assert.ok(result.gathered.every((candidate) => candidate.includes(' typ relay ')), JSON.stringify(result.gathered));
+      assert.equal(result.localType, 'relay', JSON.stringify(result));
+      assert.equal(result.remoteType, 'relay', JSON.stringify(result));
+      assert.equal(result.relayProtocol, transport, JSON.stringify(result));
+      assert.ok(result.framesDecoded > 5, `video decoded: ${JSON.stringify(result)}`);
+    }
+    await Promise.all(contexts.map((context) => context.close()));
+  });
+}
