@@ -49,6 +49,8 @@ pub struct Relay {
     /// Peers asked for before the allocation existed.
     waiting_permissions: Vec<IpAddr>,
     channels_requested: HashSet<SocketAddr>,
+    /// Peers a permission was asked for (asking twice is an error in the client).
+    permissions_requested: HashSet<IpAddr>,
     to_server: VecDeque<Vec<u8>>,
     events: VecDeque<RelayEvent>,
     wake_at: Option<Instant>,
@@ -69,6 +71,7 @@ impl Relay {
             failed: false,
             waiting_permissions: Vec::new(),
             channels_requested: HashSet::new(),
+            permissions_requested: HashSet::new(),
             to_server: VecDeque::new(),
             events: VecDeque::new(),
             wake_at: None,
@@ -141,17 +144,7 @@ impl Relay {
             }
             return;
         }
-        match self
-            .client
-            .create_permission(TransportType::Udp, peer, self.turn_time(now))
-        {
-            Ok(()) | Err(CreatePermissionError::AlreadyExists) => {}
-            Err(_) => {
-                if !self.waiting_permissions.contains(&peer) {
-                    self.waiting_permissions.push(peer);
-                }
-            }
-        }
+        self.request_permission(peer, now);
         self.pump(now);
     }
 
@@ -179,27 +172,31 @@ impl Relay {
     /// Collects whatever the TURN client wants to send or say.
     fn pump(&mut self, now: Instant) {
         let time = self.turn_time(now);
-        self.wake_at = match self.client.poll(time) {
-            TurnPollRet::WaitUntil(at) => Some(self.std_time(at).max(now)),
-            TurnPollRet::Closed => {
-                self.fail("the TURN allocation is closed");
-                None
+        // Twice: events of the first round may queue requests, whose
+        // retransmission timer the second round's `poll` then reports.
+        for _ in 0..2 {
+            self.wake_at = match self.client.poll(time) {
+                TurnPollRet::WaitUntil(at) => Some(self.std_time(at).max(now)),
+                TurnPollRet::Closed => {
+                    self.fail("the TURN allocation is closed");
+                    None
+                }
+                // TCP-only outcomes; a UDP allocation does not produce them.
+                TurnPollRet::AllocateTcpSocket { .. } | TurnPollRet::TcpClose { .. } => None,
+            };
+            // Bounded: the client queues a handful of items at most.
+            for _ in 0..64 {
+                let Some(event) = self.client.poll_event() else {
+                    break;
+                };
+                self.on_event(event, now);
             }
-            // TCP-only outcomes; a UDP allocation does not produce them.
-            TurnPollRet::AllocateTcpSocket { .. } | TurnPollRet::TcpClose { .. } => None,
-        };
-        // Bounded: the client queues a handful of requests at most.
-        for _ in 0..64 {
-            let Some(transmit) = self.client.poll_transmit(time) else {
-                break;
-            };
-            self.to_server.push_back(transmit.data.as_ref().to_vec());
-        }
-        for _ in 0..64 {
-            let Some(event) = self.client.poll_event() else {
-                break;
-            };
-            self.on_event(event, now);
+            for _ in 0..64 {
+                let Some(transmit) = self.client.poll_transmit(time) else {
+                    break;
+                };
+                self.to_server.push_back(transmit.data.as_ref().to_vec());
+            }
         }
     }
 
@@ -210,11 +207,7 @@ impl Relay {
                     self.relayed = Some(relayed);
                     self.events.push_back(RelayEvent::Allocated(relayed));
                     for peer in std::mem::take(&mut self.waiting_permissions) {
-                        let _ = self.client.create_permission(
-                            TransportType::Udp,
-                            peer,
-                            self.turn_time(now),
-                        );
+                        self.request_permission(peer, now);
                     }
                 }
             }
@@ -224,11 +217,34 @@ impl Relay {
             TurnEvent::ChannelCreateFailed(_, peer) => {
                 self.channels_requested.remove(&peer);
             }
+            TurnEvent::PermissionCreateFailed(_, peer) => {
+                self.permissions_requested.remove(&peer);
+            }
             TurnEvent::PermissionCreated(..)
-            | TurnEvent::PermissionCreateFailed(..)
             | TurnEvent::ChannelCreated(..)
             | TurnEvent::TcpConnected(_)
             | TurnEvent::TcpConnectFailed(_) => {}
+        }
+    }
+
+    /// Asks for a permission once per peer (the client refreshes it by itself).
+    fn request_permission(&mut self, peer: IpAddr, now: Instant) {
+        if self.permissions_requested.contains(&peer) {
+            return;
+        }
+        let time = self.turn_time(now);
+        match self
+            .client
+            .create_permission(TransportType::Udp, peer, time)
+        {
+            Ok(()) | Err(CreatePermissionError::AlreadyExists) => {
+                self.permissions_requested.insert(peer);
+            }
+            Err(_) => {
+                if !self.waiting_permissions.contains(&peer) {
+                    self.waiting_permissions.push(peer);
+                }
+            }
         }
     }
 
