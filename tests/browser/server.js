@@ -33,7 +33,10 @@ export function duetBinary() {
 export async function startServer({ extraArgs = [], env = {} } = {}) {
   const bin = duetBinary();
   const dataDir = await mkdtemp(path.join(tmpdir(), 'duet-browser-test-'));
-  const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, ...extraArgs];
+  // The embedded STUN/TURN relay listens on a free port (tests may run servers side by
+  // side) and may relay to loopback, where the test browsers are.
+  const turn = ['--turn-listen', '127.0.0.1:0', '--allow-peer', '127.0.0.0/8'];
+  const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, ...turn, ...extraArgs];
   // The server reads DUET_* variables (DUET_CONFIG, DUET_LISTEN, …): none of the
   // caller's may leak in, only what the test passes in `env`.
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('DUET_')));
