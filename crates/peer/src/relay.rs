@@ -41,6 +41,13 @@ pub enum RelayEvent {
 #[derive(Debug)]
 pub struct Relay {
     client: TurnClientUdp,
+    /// Where and as whom to allocate (kept for another attempt).
+    local: SocketAddr,
+    credentials: TurnServer,
+    /// Allocations tried so far.
+    attempts: u32,
+    /// When to try again after a failed first allocation.
+    retry_at: Option<Instant>,
     server: SocketAddr,
     /// The origin of the TURN crate's clock (its instants count from here).
     epoch: Instant,
@@ -62,10 +69,13 @@ impl Relay {
     /// Starts an allocation from `local` (the call's UDP socket) on `server`.
     #[must_use]
     pub fn allocate(local: SocketAddr, server: TurnServer, now: Instant) -> Self {
-        let config = TurnConfig::new(TurnCredentials::new(&server.username, &server.password));
         let mut relay = Self {
-            client: TurnClientUdp::allocate(local, server.addr, config),
+            client: new_client(local, &server),
+            local,
+            attempts: 1,
+            retry_at: None,
             server: server.addr,
+            credentials: server,
             epoch: now,
             relayed: None,
             failed: false,
@@ -148,15 +158,25 @@ impl Relay {
         self.pump(now);
     }
 
-    /// Drives retransmissions and refreshes.
+    /// Drives retransmissions, refreshes and another allocation attempt.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.retry_at.is_some_and(|at| at <= now) {
+            self.retry_at = None;
+            self.attempts += 1;
+            self.client = new_client(self.local, &self.credentials);
+            self.channels_requested.clear();
+            self.permissions_requested.clear();
+        }
         self.pump(now);
     }
 
     /// When `handle_timeout` is due next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.wake_at
+        match (self.wake_at, self.retry_at) {
+            (Some(wake), Some(retry)) => Some(wake.min(retry)),
+            (wake, retry) => wake.or(retry),
+        }
     }
 
     /// The next datagram to send to the TURN server.
@@ -178,7 +198,7 @@ impl Relay {
             self.wake_at = match self.client.poll(time) {
                 TurnPollRet::WaitUntil(at) => Some(self.std_time(at).max(now)),
                 TurnPollRet::Closed => {
-                    self.fail("the TURN allocation is closed");
+                    self.fail("the TURN allocation is closed", now);
                     None
                 }
                 // TCP-only outcomes; a UDP allocation does not produce them.
@@ -212,7 +232,7 @@ impl Relay {
                 }
             }
             TurnEvent::AllocationCreateFailed(_) => {
-                self.fail("the TURN server refused the allocation")
+                self.fail("the TURN server refused the allocation", now)
             }
             TurnEvent::ChannelCreateFailed(_, peer) => {
                 self.channels_requested.remove(&peer);
@@ -248,7 +268,16 @@ impl Relay {
         }
     }
 
-    fn fail(&mut self, reason: &str) {
+    /// A first allocation that failed is tried again (a lost or garbled answer
+    /// under load should not cost the call); anything else is reported.
+    fn fail(&mut self, reason: &str, now: Instant) {
+        if self.relayed.is_none() && self.attempts < ALLOCATION_ATTEMPTS {
+            if self.retry_at.is_none() {
+                tracing::debug!("TURN allocation attempt {} failed: {reason}", self.attempts);
+                self.retry_at = Some(now + ALLOCATION_RETRY_AFTER);
+            }
+            return;
+        }
         if !self.failed {
             self.failed = true;
             self.events.push_back(RelayEvent::Failed(reason.to_owned()));
@@ -265,5 +294,78 @@ impl Relay {
     }
 }
 
-/// How long a call waits for the relay before giving up on it.
-pub const ALLOCATION_DEADLINE: Duration = Duration::from_secs(10);
+/// Allocations tried before the relay is reported failed.
+const ALLOCATION_ATTEMPTS: u32 = 3;
+/// Pause before another allocation attempt.
+const ALLOCATION_RETRY_AFTER: Duration = Duration::from_millis(500);
+
+fn new_client(local: SocketAddr, server: &TurnServer) -> TurnClientUdp {
+    let config = TurnConfig::new(TurnCredentials::new(&server.username, &server.password));
+    TurnClientUdp::allocate(local, server.addr, config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> TurnServer {
+        TurnServer {
+            addr: "127.0.0.1:3478".parse().unwrap(),
+            username: "1700000000:session".into(),
+            password: "secret".into(),
+        }
+    }
+
+    #[test]
+    fn an_unanswered_allocation_is_retried_then_reported() {
+        let start = Instant::now();
+        let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let mut relay = Relay::allocate(local, server(), start);
+        let mut requests = 0;
+        let mut failure = None;
+        // Simulated time: jump from deadline to deadline; the server never answers.
+        for _ in 0..10_000 {
+            while relay.poll_transmit().is_some() {
+                requests += 1;
+            }
+            if let Some(event) = relay.poll_event() {
+                failure = Some(event);
+                break;
+            }
+            let Some(at) = relay.poll_timeout() else {
+                break;
+            };
+            relay.handle_timeout(at);
+        }
+        assert!(
+            matches!(failure, Some(RelayEvent::Failed(_))),
+            "{failure:?}"
+        );
+        assert_eq!(relay.attempts, ALLOCATION_ATTEMPTS);
+        // Each attempt sends its request and retransmissions of it.
+        assert!(
+            requests >= 3 * ALLOCATION_ATTEMPTS as usize,
+            "{requests} requests"
+        );
+        assert_eq!(relay.relayed(), None);
+    }
+
+    #[test]
+    fn datagrams_from_elsewhere_are_ignored() {
+        let start = Instant::now();
+        let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let mut relay = Relay::allocate(local, server(), start);
+        for garbage in [
+            &b""[..],
+            b"\x00\x01\x00\x00",
+            &[0x40, 0x00, 0x00, 0x10, 1, 2, 3],
+        ] {
+            assert_eq!(relay.handle_datagram(local, garbage, start), None);
+        }
+        // Before the allocation exists nothing can be sent, and nothing panics.
+        assert_eq!(
+            relay.wrap("127.0.0.1:5000".parse().unwrap(), b"x", start),
+            None
+        );
+    }
+}

@@ -84,6 +84,7 @@ impl Relay {
             .await
             .map_err(|error| bind_error(settings.listen, "UDP", error))?;
         let udp_addr = udp.local_addr()?;
+        enlarge_buffers(&udp);
         // TCP on the same port as UDP (it matters when the port was 0).
         let tcp_target = SocketAddr::new(settings.listen.ip(), udp_addr.port());
         let tcp = TcpListener::bind(tcp_target)
@@ -226,6 +227,7 @@ impl Shared {
                 return false;
             }
         };
+        enlarge_buffers(&socket);
         let socket = match socket
             .set_nonblocking(true)
             .and_then(|()| UdpSocket::from_std(socket))
@@ -483,6 +485,17 @@ async fn run_timers(shared: Arc<Shared>) -> anyhow::Result<()> {
             _ = shutdown.changed() => return Ok(()),
         }
     }
+}
+
+/// Bytes of socket buffer asked for on every relay socket: a video keyframe
+/// burst from many clients overflows the default (about 208 KiB) and is lost
+/// in the kernel. The kernel caps the request at `net.core.rmem_max`/`wmem_max`.
+const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+fn enlarge_buffers(socket: impl std::os::fd::AsFd) {
+    let socket = socket2::SockRef::from(&socket);
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
 }
 
 fn bind_error(address: SocketAddr, protocol: &str, error: std::io::Error) -> anyhow::Error {
