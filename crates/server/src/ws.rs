@@ -45,8 +45,9 @@ pub async fn run(
     let ending = loop {
         tokio::select! {
             biased;
+            // On shutdown every connection closes with 1001 and nobody is told
+            // `bye`: the other member did not leave, the server did.
             _ = shutdown.changed() => {
-                signaling.disconnect(connection, Disconnect::Closed);
                 break Ending::Close(CloseCode::GoingAway.number(), "server shutting down");
             }
             next = outbound.recv() => match next {
