@@ -383,22 +383,7 @@ impl Server {
             return None;
         };
         let peer = self.allocations.get(&from)?.channel_peer(number, now)?;
-        let to_own_host = self.reaches_own_host(peer);
-        let allocation = self.allocations.get_mut(&from)?;
-        if to_own_host
-            || !allocation.is_permitted(peer.ip(), now)
-            || !allocation.spend(payload.len(), now)
-        {
-            self.stats.dropped += 1;
-            return None;
-        }
-        self.stats.to_peer_packets += 1;
-        self.stats.to_peer_bytes += payload.len() as u64;
-        Some(Forward {
-            relay_port: allocation.relay_port,
-            peer,
-            payload,
-        })
+        self.forward_to_peer(from, peer, payload, now)
     }
 
     fn send_indication(
@@ -414,6 +399,19 @@ impl Server {
         let (offset, data) = message.raw_attribute_and_offset(AttributeType::new(0x0013))?;
         let start = offset + 4;
         let payload = start..start + data.value.len();
+        self.forward_to_peer(from, peer, payload, now)
+    }
+
+    /// The checks every client → peer packet passes, whatever carried it: the
+    /// peer is not another service of this host, has a permission, and the
+    /// allocation's bandwidth budget covers the payload.
+    fn forward_to_peer(
+        &mut self,
+        from: FiveTuple,
+        peer: SocketAddr,
+        payload: Range<usize>,
+        now: Instant,
+    ) -> Option<Forward> {
         let to_own_host = self.reaches_own_host(peer);
         let allocation = self.allocations.get_mut(&from)?;
         if to_own_host
