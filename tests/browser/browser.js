@@ -16,8 +16,11 @@ export const CHROMIUM_ARGS = [
   '--disable-background-networking',
   '--disable-component-update',
   '--disable-sync',
-  '--use-fake-device-for-media-stream',
+  // Two fake cameras (so switching cameras can be tested), fake microphones.
+  '--use-fake-device-for-media-stream=device-count=2',
   '--use-fake-ui-for-media-stream',
+  // getDisplayMedia picks the (fake, headless) screen without asking.
+  '--auto-select-desktop-capture-source=Entire screen',
   '--allow-loopback-in-peer-connection',
 ];
 
@@ -82,8 +85,9 @@ export async function waitForStatus(page, text, timeout = 5_000) {
   }
 }
 
-/** Saves a full-page screenshot as screenshots/NAME.png. */
+/** Saves a full-page screenshot as screenshots/NAME.png (the pointer parked out of the way). */
 export async function screenshot(page, name) {
   await mkdir(SCREENSHOT_DIR, { recursive: true });
-  await page.screenshot({ path: path.join(SCREENSHOT_DIR, `${name}.png`), fullPage: true });
+  await page.mouse.move(1, 1);
+  await page.screenshot({ path: path.join(SCREENSHOT_DIR, `${name}.png`), fullPage: true, animations: 'disabled', caret: 'hide' });
 }

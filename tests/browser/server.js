@@ -7,7 +7,8 @@
 // The binary is target/debug/duet (relative to the repository root) unless the
 // DUET_BIN environment variable names another one. Each server gets a fresh data
 // directory, removed on stop(). Only the child process started here is ever signalled.
-// Its output is kept (server.output()); DUET_TEST_VERBOSE=1 echoes it as it comes.
+// Its output is kept (server.output()); DUET_TEST_VERBOSE=1 echoes it as it comes;
+// DUET_TEST_WEB_DIR=web serves web/ from disk instead of the embedded copy.
 
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -33,10 +34,13 @@ export function duetBinary() {
 export async function startServer({ extraArgs = [], env = {} } = {}) {
   const bin = duetBinary();
   const dataDir = await mkdtemp(path.join(tmpdir(), 'duet-browser-test-'));
+  // DUET_TEST_WEB_DIR=web serves the page from disk (--web-dir) instead of the copy
+  // embedded in the binary: handy while editing web/ without rebuilding.
+  const webDir = process.env.DUET_TEST_WEB_DIR ? ['--web-dir', path.resolve(REPO_ROOT, process.env.DUET_TEST_WEB_DIR)] : [];
   // The embedded STUN/TURN relay listens on a free port (tests may run servers side by
   // side) and may relay to loopback, where the test browsers are.
   const turn = ['--turn-listen', '127.0.0.1:0', '--allow-peer', '127.0.0.0/8'];
-  const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, ...turn, ...extraArgs];
+  const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, ...turn, ...webDir, ...extraArgs];
   // The server reads DUET_* variables (DUET_CONFIG, DUET_LISTEN, …): none of the
   // caller's may leak in, only what the test passes in `env`.
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('DUET_')));
