@@ -575,7 +575,6 @@ impl Server {
             },
         );
         self.commands.push_back(Command::OpenRelay { port });
-        let _ = now;
     }
 
     fn finish_allocation(&mut self, port: u16, pending: Pending, now: Instant) {
@@ -628,12 +627,9 @@ impl Server {
         request_len: usize,
         now: Instant,
     ) {
-        let Some(auth) = self.authenticate(from, request, request_len, now) else {
+        let Some(auth) = self.authenticate_owner(from, request, request_len, now) else {
             return;
         };
-        if !self.owns_allocation(from, &auth) {
-            return self.reply_mismatch(from, request, &auth);
-        }
         let requested_zero = request
             .attribute::<Lifetime>()
             .is_ok_and(|lifetime| lifetime.seconds() == 0);
@@ -660,12 +656,9 @@ impl Server {
         request_len: usize,
         now: Instant,
     ) {
-        let Some(auth) = self.authenticate(from, request, request_len, now) else {
+        let Some(auth) = self.authenticate_owner(from, request, request_len, now) else {
             return;
         };
-        if !self.owns_allocation(from, &auth) {
-            return self.reply_mismatch(from, request, &auth);
-        }
         let transaction = request.transaction_id();
         let mut peers = Vec::new();
         for (_, raw) in request.iter_attributes() {
@@ -707,12 +700,9 @@ impl Server {
         request_len: usize,
         now: Instant,
     ) {
-        let Some(auth) = self.authenticate(from, request, request_len, now) else {
+        let Some(auth) = self.authenticate_owner(from, request, request_len, now) else {
             return;
         };
-        if !self.owns_allocation(from, &auth) {
-            return self.reply_mismatch(from, request, &auth);
-        }
         let number = match request.attribute::<ChannelNumber>() {
             Ok(number) => number.channel(),
             Err(_) => return self.reply_error(from, request, &auth, 400, "CHANNEL-NUMBER missing"),
@@ -845,17 +835,27 @@ impl Server {
         })
     }
 
-    /// True when `from` has an allocation made by the same user.
-    fn owns_allocation(&self, from: FiveTuple, auth: &Authenticated) -> bool {
-        self.allocations
-            .get(&from)
-            .is_some_and(|allocation| allocation.username == auth.username)
-    }
-
-    fn reply_mismatch(&mut self, from: FiveTuple, request: &Message<'_>, auth: &Authenticated) {
+    /// Authenticates a request that acts on `from`'s allocation: it must exist
+    /// (else 437) and belong to the same user (else 441). On failure the answer
+    /// is already queued and `None` returned.
+    fn authenticate_owner(
+        &mut self,
+        from: FiveTuple,
+        request: &Message<'_>,
+        request_len: usize,
+        now: Instant,
+    ) -> Option<Authenticated> {
+        let auth = self.authenticate(from, request, request_len, now)?;
         match self.allocations.get(&from) {
-            Some(_) => self.reply_error(from, request, auth, 441, "Wrong Credentials"),
-            None => self.reply_error(from, request, auth, 437, "Allocation Mismatch"),
+            Some(allocation) if allocation.username == auth.username => Some(auth),
+            Some(_) => {
+                self.reply_error(from, request, &auth, 441, "Wrong Credentials");
+                None
+            }
+            None => {
+                self.reply_error(from, request, &auth, 437, "Allocation Mismatch");
+                None
+            }
         }
     }
 
