@@ -3,7 +3,8 @@
 // tone, the native peer receives the browser's (fake) camera and microphone, and
 // chat typed in the page comes back as `echo: …` from the native side. Once with
 // the browser offering (the native peer joins second), once with the native peer
-// offering, and once relay-only on both sides through Duet's TURN.
+// offering, once relay-only on both sides through Duet's TURN, and once with the
+// native peer sending H.264 instead of VP8.
 //
 // The binary is target/debug/duet-peer unless DUET_PEER_BIN names another one
 // (scripts/test builds it). Only the child processes started here are signalled.
@@ -137,9 +138,9 @@ function assertNativeReport(result, { relay }) {
 }
 
 /** One call between a page and the native peer; `nativeFirst` decides who offers. */
-async function browserNativeCall({ room, nativeFirst, relay }) {
+async function browserNativeCall({ room, nativeFirst, relay, codec = 'VP8' }) {
   const page = await openRoom(env.browser, env.server, room, { query: relay ? '&policy=relay' : '' });
-  const nativeArgs = relay ? ['--relay-only'] : [];
+  const nativeArgs = [...(relay ? ['--relay-only'] : []), '--codec', codec.toLowerCase()];
   let native;
   if (nativeFirst) {
     native = startPeer(env.server, room, nativeArgs);
@@ -154,11 +155,11 @@ async function browserNativeCall({ room, nativeFirst, relay }) {
   }
   try {
     await waitPhase(page, 'connected', 15_000);
-    // The browser decodes the native test pattern (VP8, 640x360) and hears its tone.
+    // The browser decodes the native test pattern (640x360) and hears its tone.
     await framesKeepComing(page, 30, 10_000);
     const media = await audioArrives(page);
     const video = await inbound(page);
-    assert.equal(video.videoCodec, 'video/VP8');
+    assert.equal(video.videoCodec, `video/${codec}`);
     assert.equal(video.frameHeight, 360);
     assert.ok(media.audioEnergy > 0);
     const pair = await selectedPair(page);
@@ -176,6 +177,9 @@ async function browserNativeCall({ room, nativeFirst, relay }) {
     // The native peer leaves after its duration; the page says so.
     const result = await native.exited;
     assertNativeReport(result, { relay });
+    assert.equal(result.report.sent.video.codec, codec);
+    // The browser answers with the offer's codec order, so it sends what it receives.
+    assert.equal(result.report.received.video.codec, codec);
     assert.equal(result.report.offerer, !nativeFirst, 'the member who joined second offered');
     await waitForStatus(page, 'They left the call', 5_000);
     assertNoProblems(page);
@@ -196,5 +200,9 @@ describe('the web client and the native peer', () => {
 
   test('relay-only on both sides through Duet’s TURN', { timeout: 60_000 }, () =>
     browserNativeCall({ room: 'native-relay', nativeFirst: false, relay: true }),
+  );
+
+  test('H.264 from the native peer, decoded by the browser; the browser sends H.264 back', { timeout: 60_000 }, () =>
+    browserNativeCall({ room: 'native-h264', nativeFirst: false, relay: false, codec: 'H264' }),
   );
 });

@@ -7,7 +7,10 @@
 //! events), (2) check the run's deadlines, (3) wait for the first of: the
 //! call's timer, a signaling message, a datagram, the status tick, Ctrl-C.
 //! The run is bounded: it ends at `timeout` without media, at `duration` after
-//! media started, at `max_duration` in any case.
+//! media started, at `max_duration` in any case. With `stay` it outlives its
+//! calls: after the other member's `bye` it gives the call's relay back, opens
+//! a fresh UDP socket and waits for the next member; `timeout` then counts
+//! from the start of each call.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 use str0m::crypto::CryptoProvider;
 use tokio::net::UdpSocket;
 
-use crate::call::{Call, CallConfig, CallEvent, CallOutput};
+use crate::call::{Call, CallConfig, CallEvent, CallOutput, CallStats};
 use crate::ice_servers::first_udp_turn;
 use crate::media::Clip;
 use crate::record::Recorder;
@@ -66,6 +69,8 @@ pub struct PeerOptions {
     pub label: String,
     /// Counters shared with a load run's status line.
     pub progress: Option<Arc<Progress>>,
+    /// Stay in the room after the other member leaves, for the next one.
+    pub stay: bool,
 }
 
 /// What a load run's status line shows, updated by every peer it runs.
@@ -113,7 +118,12 @@ struct Run {
     started: Instant,
     identity: Identity,
     call: Option<Call>,
-    /// The last counters of a call that ended (the other left), for the report.
+    /// When the current call started.
+    call_started: Option<Instant>,
+    /// The counters of the last call that ended, for the report.
+    last_stats: Option<CallStats>,
+    /// The socket of the current call (shared with the loop in `serve`).
+    socket: Option<Arc<UdpSocket>>,
     recorder: Recorder,
     state: &'static str,
     peer_left: bool,
@@ -132,6 +142,9 @@ impl Run {
             started,
             identity,
             call: None,
+            call_started: None,
+            last_stats: None,
+            socket: None,
             recorder,
             state: "connecting to signaling",
             peer_left: false,
@@ -147,9 +160,7 @@ impl Run {
         .await
         .map_err(|err| err.to_string())?;
         let result = self.serve(&mut sender, &mut receiver).await;
-        if let Some(call) = &mut self.call {
-            call.close();
-        }
+        self.hang_up().await;
         if result.is_ok() || self.peer_left {
             let _ = sender.send(&ClientMessage::Leave).await;
         }
@@ -166,10 +177,7 @@ impl Run {
             Some(ip) => ip,
             None => local_ip_towards(&self.options.url).await?,
         };
-        let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0))
-            .await
-            .map_err(|err| format!("cannot open a UDP socket on {local_ip}: {err}"))?;
-        let local_addr = socket.local_addr().map_err(|err| err.to_string())?;
+        let (mut socket, mut local_addr) = self.open_socket(local_ip).await?;
         sender
             .send(&ClientMessage::Join {
                 room: self.options.room.clone(),
@@ -201,16 +209,34 @@ impl Run {
                 }
                 if media_since.is_none() && call.stats().any_media_received() {
                     media_since = Some(now);
+                    self.identity.calls_with_media += 1;
                     if let Some(progress) = &self.options.progress {
                         progress.receiving.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
             if self.peer_left {
-                self.state = "the other peer left";
-                return Ok(());
+                if !self.options.stay {
+                    self.state = "the other peer left";
+                    return Ok(());
+                }
+                // Ready for the next member, on a fresh socket: a new relay
+                // allocation needs a new 5-tuple.
+                self.hang_up().await;
+                (socket, local_addr) = self.open_socket(local_ip).await?;
+                self.peer_left = false;
+                media_since = None;
+                chat_sent = false;
+                self.state = "waiting for the next member";
+                continue;
             }
-            if media_since.is_none() && now >= self.started + self.options.timeout {
+            // Without `stay` the run is the call; with it, each call has its own timeout.
+            let no_media_at = if self.options.stay {
+                self.call_started.map(|at| at + self.options.timeout)
+            } else {
+                Some(self.started + self.options.timeout)
+            };
+            if media_since.is_none() && no_media_at.is_some_and(|at| now >= at) {
                 self.state = "no media";
                 return Err(RunError::NoMedia(self.options.timeout));
             }
@@ -225,8 +251,8 @@ impl Run {
 
             // 3. Wait for the first thing to happen.
             let mut wake = next_ping.min(self.started + self.options.max_duration);
-            if media_since.is_none() {
-                wake = wake.min(self.started + self.options.timeout);
+            if let (None, Some(at)) = (media_since, no_media_at) {
+                wake = wake.min(at);
             }
             if let (Some(since), Some(duration)) = (media_since, self.options.duration) {
                 wake = wake.min(since + duration);
@@ -277,6 +303,39 @@ impl Run {
                 }
             }
         }
+    }
+
+    /// Opens the UDP socket for the next call (host candidate and TURN client).
+    async fn open_socket(&mut self, ip: IpAddr) -> Result<(Arc<UdpSocket>, SocketAddr), String> {
+        let socket = UdpSocket::bind(SocketAddr::new(ip, 0))
+            .await
+            .map_err(|err| format!("cannot open a UDP socket on {ip}: {err}"))?;
+        let addr = socket.local_addr().map_err(|err| err.to_string())?;
+        let socket = Arc::new(socket);
+        self.socket = Some(Arc::clone(&socket));
+        Ok((socket, addr))
+    }
+
+    /// Ends the current call: closes it, sends what gives its relay back, and
+    /// keeps its counters for the report.
+    async fn hang_up(&mut self) {
+        let Some(mut call) = self.call.take() else {
+            return;
+        };
+        call.close(Instant::now());
+        if let Some(socket) = &self.socket {
+            // Bounded: a closed call only has the relay's last requests to send.
+            while let Some(output) = call.poll_output() {
+                if let CallOutput::Transmit {
+                    destination,
+                    contents,
+                } = output
+                {
+                    let _ = socket.send_to(&contents, destination).await;
+                }
+            }
+        }
+        self.last_stats = Some(call.stats().clone());
     }
 
     /// Sends the call's datagrams and messages and handles its events.
@@ -422,6 +481,8 @@ impl Run {
         self.identity.peer = Some(peer);
         self.identity.offerer = Some(initiator);
         self.identity.polite = Some(polite);
+        self.identity.calls += 1;
+        self.call_started = Some(now);
         self.state = "negotiating";
         let config = CallConfig {
             polite,
@@ -455,10 +516,26 @@ impl Run {
 
     fn finish(mut self, ended: Result<(), RunError>) -> Report {
         self.recorder.finish();
-        let stats = self.call.as_ref().map(Call::stats);
+        let stats = self
+            .call
+            .as_ref()
+            .map(Call::stats)
+            .or(self.last_stats.as_ref());
         let now = Instant::now();
+        let stayed = self.options.stay;
         match ended {
-            Ok(()) => report::build(stats, self.identity, self.started, now, None),
+            Ok(()) => {
+                let mut report = report::build(stats, self.identity, self.started, now, None);
+                // A bot's run went well when any of its calls brought media.
+                if stayed {
+                    report.outcome = if report.identity.calls_with_media > 0 {
+                        report::Outcome::Ok
+                    } else {
+                        report::Outcome::NoMedia
+                    };
+                }
+                report
+            }
             Err(RunError::NoMedia(timeout)) => {
                 let mut report = report::build(stats, self.identity, self.started, now, None);
                 report.outcome = report::Outcome::NoMedia;

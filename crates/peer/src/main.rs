@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::Parser;
 use duet_peer::driver::{self, PeerOptions};
 use duet_peer::load;
-use duet_peer::media::{Clip, DEFAULT_AUDIO, DEFAULT_VIDEO};
+use duet_peer::media::{Clip, DEFAULT_AUDIO, DEFAULT_FPS, DEFAULT_H264_VIDEO, DEFAULT_VIDEO};
 use duet_peer::report::{Outcome, Report};
 use duet_peer::signaling::{Trust, tls_config};
 
@@ -54,12 +54,24 @@ struct Args {
     /// other peer leaves).
     #[arg(long)]
     duration: Option<f64>,
+    /// Stay in the room after the other member leaves and take the next call
+    /// (a bot or a probe); the run ends at --max-duration or Ctrl-C, and
+    /// --timeout counts from the start of each call.
+    #[arg(long, conflicts_with_all = ["duration", "calls"])]
+    stay: bool,
     /// Stop after this many seconds whatever happens.
     #[arg(long, default_value_t = 3600.0)]
     max_duration: f64,
-    /// VP8 video to send, looped (IVF; see crates/peer/fixtures/make-fixtures.sh).
+    /// Video to send, looped: VP8 in IVF or an H.264 Annex B stream (see
+    /// crates/peer/fixtures/make-fixtures.sh).
     #[arg(long, conflicts_with = "no_video")]
     video: Option<PathBuf>,
+    /// The codec of the built-in test pattern (with --video the file decides).
+    #[arg(long, value_enum, default_value_t = VideoCodec::Vp8, conflicts_with_all = ["video", "no_video"])]
+    codec: VideoCodec,
+    /// Frames per second of a --video H.264 stream (Annex B does not carry it).
+    #[arg(long, default_value_t = DEFAULT_FPS, value_parser = clap::value_parser!(u32).range(1..=120))]
+    fps: u32,
     /// Opus audio to send, looped (Ogg).
     #[arg(long, conflicts_with = "no_audio")]
     audio: Option<PathBuf>,
@@ -88,6 +100,13 @@ struct Args {
     /// Log filter (tracing syntax).
     #[arg(long, env = "DUET_PEER_LOG", default_value = "duet_peer=info,warn")]
     log: String,
+}
+
+/// The built-in test pattern's codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum VideoCodec {
+    Vp8,
+    H264,
 }
 
 fn main() -> ExitCode {
@@ -143,8 +162,11 @@ fn run(args: Args) -> anyhow::Result<Outcome> {
         video: load_clip(
             args.no_video,
             args.video.as_ref(),
-            DEFAULT_VIDEO,
-            Clip::from_ivf,
+            match args.codec {
+                VideoCodec::Vp8 => DEFAULT_VIDEO,
+                VideoCodec::H264 => DEFAULT_H264_VIDEO,
+            },
+            |bytes| Clip::from_video_file(bytes, args.fps),
         )?,
         audio: load_clip(
             args.no_audio,
@@ -157,6 +179,7 @@ fn run(args: Args) -> anyhow::Result<Outcome> {
         status_every: (!args.quiet).then_some(Duration::from_secs(1)),
         label: String::new(),
         progress: None,
+        stay: args.stay,
     };
     if let Some(calls) = args.calls {
         return run_load(usize::from(calls), options, crypto, &args);
@@ -215,7 +238,7 @@ fn load_clip(
     none: bool,
     path: Option<&PathBuf>,
     default: &[u8],
-    parse: fn(&[u8]) -> Result<Clip, duet_peer::media::MediaError>,
+    parse: impl Fn(&[u8]) -> Result<Clip, duet_peer::media::MediaError>,
 ) -> anyhow::Result<Option<Arc<Clip>>> {
     if none {
         return Ok(None);

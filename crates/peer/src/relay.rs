@@ -53,6 +53,8 @@ pub struct Relay {
     epoch: Instant,
     relayed: Option<SocketAddr>,
     failed: bool,
+    /// Given back: no more events.
+    released: bool,
     /// Peers asked for before the allocation existed.
     waiting_permissions: Vec<IpAddr>,
     channels_requested: HashSet<SocketAddr>,
@@ -79,6 +81,7 @@ impl Relay {
             epoch: now,
             relayed: None,
             failed: false,
+            released: false,
             waiting_permissions: Vec::new(),
             channels_requested: HashSet::new(),
             permissions_requested: HashSet::new(),
@@ -168,6 +171,17 @@ impl Relay {
             self.permissions_requested.clear();
         }
         self.pump(now);
+    }
+
+    /// Gives the allocation back (a Refresh with lifetime 0) so the server
+    /// frees it now rather than when it expires. Best effort: the answer is
+    /// not awaited, and nothing this relay does afterwards is reported.
+    pub fn release(&mut self, now: Instant) {
+        self.released = true;
+        self.retry_at = None;
+        if self.relayed.is_some() && self.client.delete(self.turn_time(now)).is_ok() {
+            self.pump(now);
+        }
     }
 
     /// When `handle_timeout` is due next.
@@ -278,7 +292,7 @@ impl Relay {
             }
             return;
         }
-        if !self.failed {
+        if !self.failed && !self.released {
             self.failed = true;
             self.events.push_back(RelayEvent::Failed(reason.to_owned()));
         }

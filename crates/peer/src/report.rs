@@ -28,6 +28,10 @@ pub struct Identity {
     pub peer: Option<String>,
     pub offerer: Option<bool>,
     pub polite: Option<bool>,
+    /// Calls in this run (more than one with `--stay`; the figures below are
+    /// the last one's), and how many of them brought media.
+    pub calls: u64,
+    pub calls_with_media: u64,
 }
 
 /// The final report.
@@ -64,6 +68,7 @@ pub struct ByKind<T> {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReceivedReport {
+    pub codec: Option<&'static str>,
     pub frames: u64,
     pub keyframes: u64,
     pub packets: u64,
@@ -74,6 +79,7 @@ pub struct ReceivedReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SentReport {
+    pub codec: Option<&'static str>,
     pub frames: u64,
     pub keyframes: u64,
     pub packets: u64,
@@ -203,6 +209,7 @@ pub fn live_line(stats: Option<&CallStats>, started: Instant, now: Instant, stat
 
 fn received_report(received: &Received, now: Instant) -> ReceivedReport {
     ReceivedReport {
+        codec: received.codec,
         frames: received.frames,
         keyframes: received.keyframes,
         packets: received.packets,
@@ -214,6 +221,7 @@ fn received_report(received: &Received, now: Instant) -> ReceivedReport {
 
 fn sent_report(sent: &Sent, now: Instant) -> SentReport {
     SentReport {
+        codec: sent.codec,
         frames: sent.frames,
         keyframes: sent.keyframes,
         packets: sent.packets,

@@ -132,4 +132,38 @@ fn bad_arguments_are_refused() {
     );
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent.ivf"));
+    // Flags that contradict each other are named.
+    for (flags, named) in [
+        (&["--stay", "--duration", "5"][..], "--duration"),
+        (&["--codec", "h264", "--video", "clip.ivf"][..], "--video"),
+        (&["--fps", "0"][..], "--fps"),
+    ] {
+        let mut args = vec!["--url", "wss://127.0.0.1:1/ws", "--room", "r"];
+        args.extend_from_slice(flags);
+        let output = wait_bounded(peer(&args), Duration::from_secs(15));
+        assert_eq!(output.status.code(), Some(1), "{flags:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(named), "{flags:?}: {stderr}");
+    }
+    // A video file that is neither IVF nor H.264 is refused with its name.
+    let junk = std::env::temp_dir().join(format!("duet-peer-junk-{}.h264", std::process::id()));
+    std::fs::write(&junk, b"\x00\x00\x01\x09\xf0 no picture in here").unwrap();
+    let output = wait_bounded(
+        peer(&[
+            "--url",
+            "wss://127.0.0.1:1/ws",
+            "--room",
+            "r",
+            "--video",
+            junk.to_str().unwrap(),
+        ]),
+        Duration::from_secs(15),
+    );
+    std::fs::remove_file(&junk).unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not an H.264 Annex B stream: no coded picture"),
+        "{stderr}"
+    );
 }

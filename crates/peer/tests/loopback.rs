@@ -229,3 +229,52 @@ async fn load_mode_runs_calls_in_pairs_through_the_relay() {
         report.received_kbps
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stays_takes_one_call_after_another_and_gives_relays_back() {
+    let duet = Duet::start().await;
+    let mut bot = duet.peer("bot-room", "bot");
+    bot.stay = true;
+    bot.duration = None;
+    bot.relay_only = true;
+    bot.max_duration = Duration::from_secs(14);
+    let bot = tokio::spawn(driver::run(bot, crypto()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    for visitor in ["first visitor", "second visitor"] {
+        let mut options = duet.peer("bot-room", visitor);
+        options.relay_only = true;
+        options.duration = Some(Duration::from_secs(2));
+        let report = driver::run(options, crypto()).await;
+        assert_media(&report);
+        assert_eq!(
+            report.identity.offerer,
+            Some(true),
+            "{visitor} joined second"
+        );
+        assert_eq!(report.candidates.remote, Some("relay"), "{report:#?}");
+        // The visitor left; the bot hangs up and gives its allocation back
+        // (both sides' allocations are freed at once, not at their expiry).
+        let relay = duet.server.as_ref().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while relay.relay_stats().unwrap().allocations > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(relay.relay_stats().unwrap().allocations, 0);
+    }
+
+    let bot = bot.await.unwrap();
+    assert_eq!(bot.outcome, Outcome::Ok, "{bot:#?}");
+    assert_eq!((bot.identity.calls, bot.identity.calls_with_media), (2, 2));
+    assert_eq!(bot.identity.offerer, Some(false), "the bot was there first");
+    assert!(bot.received.video.frames >= 30, "the last call's figures");
+    assert_eq!(
+        duet.server
+            .as_ref()
+            .unwrap()
+            .relay_stats()
+            .unwrap()
+            .allocations_total,
+        4
+    );
+}

@@ -13,7 +13,7 @@ use str0m::stats::{MediaEgressStats, MediaIngressStats};
 
 use super::stats::Kind;
 use super::{Call, CallEvent, CallOutput, ReceivedFrame};
-use crate::media::{Clip, Playout, ivf};
+use crate::media::{Clip, MediaCodec, Playout};
 
 /// While no video keyframe has arrived, ask for one this often (in frames).
 const KEYFRAME_ASK_EVERY: u64 = 30;
@@ -88,13 +88,6 @@ impl Call {
             return;
         }
         let kind = to_kind(kind);
-        let codec = codec_for(kind);
-        let pt = self.rtc.writer(mid).and_then(|writer| {
-            writer
-                .payload_params()
-                .find(|params: &&PayloadParams| params.spec().codec == codec)
-                .map(PayloadParams::pt)
-        });
         let Some(outgoing) = self
             .outgoing
             .iter_mut()
@@ -102,12 +95,20 @@ impl Call {
         else {
             return;
         };
+        let codec = outgoing.clip.codec;
+        let pt = self
+            .rtc
+            .writer(mid)
+            .and_then(|writer| best_payload_type(writer.payload_params(), codec));
         outgoing.mid = Some(mid);
         outgoing.pt = pt;
         outgoing.sending = true;
-        if pt.is_none() {
+        if pt.is_some() {
+            self.stats.sent.get_mut(kind).codec = Some(codec.name());
+        } else {
             self.problem(format!(
-                "the other side does not take {codec:?}: not sending {kind:?}"
+                "the other side does not take {}: not sending {kind:?}",
+                codec.name()
             ));
         }
         if self.connected {
@@ -194,8 +195,10 @@ impl Call {
         let Some(kind) = self.kind_of(data.mid) else {
             return;
         };
-        let keyframe = kind == Kind::Video && ivf::is_vp8_keyframe(&data.data);
+        let codec = media_codec(data.params.spec().codec);
+        let keyframe = kind == Kind::Video && codec.is_some_and(|c| c.is_keyframe(&data.data));
         let received = self.stats.received.get_mut(kind);
+        received.codec = codec.map(MediaCodec::name);
         received.frames += 1;
         received.bytes += data.data.len() as u64;
         received.last_at = Some(now);
@@ -229,10 +232,13 @@ impl Call {
                     bytes: data.data.len() as u64,
                 }));
         }
-        if self.config.deliver_media {
+        if self.config.deliver_media
+            && let Some(codec) = codec
+        {
             self.outputs
                 .push_back(CallOutput::Event(CallEvent::Frame(ReceivedFrame {
                     kind,
+                    codec,
                     media_time: data.time.numer(),
                     data: data.data,
                     keyframe,
@@ -284,11 +290,49 @@ fn to_kind(kind: MediaKind) -> Kind {
     }
 }
 
-fn codec_for(kind: Kind) -> Codec {
-    match kind {
-        Kind::Audio => Codec::Opus,
-        Kind::Video => Codec::Vp8,
+/// str0m's name of a codec we send.
+fn rtp_codec(codec: MediaCodec) -> Codec {
+    match codec {
+        MediaCodec::Opus => Codec::Opus,
+        MediaCodec::Vp8 => Codec::Vp8,
+        MediaCodec::H264 => Codec::H264,
     }
+}
+
+/// A codec we receive, if we know it (only these are offered or accepted).
+fn media_codec(codec: Codec) -> Option<MediaCodec> {
+    match codec {
+        Codec::Opus => Some(MediaCodec::Opus),
+        Codec::Vp8 => Some(MediaCodec::Vp8),
+        Codec::H264 => Some(MediaCodec::H264),
+        _ => None,
+    }
+}
+
+/// The payload type to send `codec` with. For H.264 the clips are constrained
+/// baseline in packetization mode 1 (what every WebRTC H.264 decoder takes):
+/// prefer that, then baseline (a superset), then any mode 1, then anything.
+fn best_payload_type<'a>(
+    params: impl Iterator<Item = &'a PayloadParams>,
+    codec: MediaCodec,
+) -> Option<Pt> {
+    let wanted = rtp_codec(codec);
+    params
+        .filter(|p| p.spec().codec == wanted)
+        .min_by_key(|p| {
+            if codec != MediaCodec::H264 {
+                return 0;
+            }
+            let format = &p.spec().format;
+            let profile = format.profile_level_id.map(|id| id >> 8);
+            match (format.packetization_mode, profile) {
+                (Some(1), Some(0x42e0)) => 0,
+                (Some(1), Some(0x4200)) => 1,
+                (Some(1), _) => 2,
+                _ => 3,
+            }
+        })
+        .map(PayloadParams::pt)
 }
 
 fn frequency(kind: Kind) -> Frequency {

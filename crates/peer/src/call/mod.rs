@@ -31,7 +31,7 @@ use str0m::crypto::CryptoProvider;
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, CandidateKind, Event, IceConnectionState, Input, Output, Rtc};
 
-use crate::media::Clip;
+use crate::media::{Clip, MediaCodec};
 use crate::relay::{Relay, TurnServer};
 use crate::wire::PeerMessage;
 
@@ -141,6 +141,7 @@ pub enum CallEvent {
 #[derive(Debug, Clone)]
 pub struct ReceivedFrame {
     pub kind: Kind,
+    pub codec: MediaCodec,
     /// RTP media time in the codec's clock rate (90 kHz, 48 kHz).
     pub media_time: u64,
     pub data: Arc<[u8]>,
@@ -340,10 +341,15 @@ impl Call {
         }
     }
 
-    /// Ends the call: str0m stops sending (no datagram leaves after this).
-    pub fn close(&mut self) {
+    /// Ends the call: str0m stops sending, and the relay allocation (if any)
+    /// is given back; the only outputs left are the datagrams that do that.
+    pub fn close(&mut self, now: Instant) {
         self.rtc.disconnect();
         self.outgoing.iter_mut().for_each(Outgoing::stop);
+        if let Some(relay) = &mut self.relay {
+            relay.release(now);
+        }
+        self.flush_relay(now);
     }
 
     // ---------------------------------------------------------------------
@@ -507,15 +513,24 @@ impl Call {
     }
 }
 
-/// A new `Rtc`: Opus and VP8 only (what we can send), statistics every second.
+/// A new `Rtc`: Opus, VP8 and H.264 (what we can send and recognise), the
+/// video clip's codec first so the other side prefers it too; statistics every
+/// second.
 fn build_rtc(config: &CallConfig, now: Instant) -> Rtc {
-    Rtc::builder()
+    let h264_first = config
+        .video
+        .as_ref()
+        .is_some_and(|clip| clip.codec == MediaCodec::H264);
+    let builder = Rtc::builder()
         .set_crypto_provider(Arc::clone(&config.crypto))
         .clear_codecs()
-        .enable_opus(true, false)
-        .enable_vp8(true)
-        .set_stats_interval(Some(STATS_INTERVAL))
-        .build(now)
+        .enable_opus(true, false);
+    let builder = if h264_first {
+        builder.enable_h264(true).enable_vp8(true)
+    } else {
+        builder.enable_vp8(true).enable_h264(true)
+    };
+    builder.set_stats_interval(Some(STATS_INTERVAL)).build(now)
 }
 
 /// The data channel of the web client.

@@ -41,6 +41,8 @@ impl<T> PerKind<T> {
 /// Media received of one kind.
 #[derive(Debug, Clone, Default)]
 pub struct Received {
+    /// The codec of the last frame (its SDP name).
+    pub codec: Option<&'static str>,
     /// Frames assembled from RTP (audio: packets, one frame each).
     pub frames: u64,
     pub keyframes: u64,
@@ -67,6 +69,8 @@ impl Received {
 /// Media sent of one kind.
 #[derive(Debug, Clone, Default)]
 pub struct Sent {
+    /// The codec sent (its SDP name), once negotiated.
+    pub codec: Option<&'static str>,
     pub frames: u64,
     pub keyframes: u64,
     /// Payload bytes of the frames written.

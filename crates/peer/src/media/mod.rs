@@ -1,10 +1,11 @@
-//! Media without codecs: pre-encoded clips read from IVF (VP8) and Ogg (Opus)
-//! files, a playout cursor that says which frame is due when, and writers that
+//! Media without codecs: pre-encoded clips read from IVF (VP8), Annex B
+//! (H.264) and Ogg (Opus) files, a playout cursor that says which frame is due when, and writers that
 //! store what was received so a person can play it back.
 //!
 //! Nothing here touches a socket or a clock: the playout takes `now` and the
 //! writers take any `std::io::Write`.
 
+pub mod h264;
 pub mod ivf;
 pub mod ogg;
 pub mod opus;
@@ -14,6 +15,10 @@ use std::time::{Duration, Instant};
 
 /// The VP8 test pattern sent by default (see `fixtures/make-fixtures.sh`).
 pub const DEFAULT_VIDEO: &[u8] = include_bytes!("../../fixtures/video-vp8.ivf");
+/// The same test pattern in H.264 (constrained baseline), for `--codec h264`.
+pub const DEFAULT_H264_VIDEO: &[u8] = include_bytes!("../../fixtures/video-h264.h264");
+/// The frame rate of the fixtures (an Annex B stream does not say it).
+pub const DEFAULT_FPS: u32 = 30;
 /// The Opus tone sent by default (see `fixtures/make-fixtures.sh`).
 pub const DEFAULT_AUDIO: &[u8] = include_bytes!("../../fixtures/audio-opus.ogg");
 
@@ -41,8 +46,40 @@ pub enum MediaError {
     OggChecksum(usize),
     #[error("not an Ogg Opus stream: {0}")]
     BadOpus(&'static str),
+    #[error("not an H.264 Annex B stream: {0}")]
+    BadH264(&'static str),
     #[error("the clip has no frames")]
     Empty,
+}
+
+/// The codec a clip is encoded with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaCodec {
+    Opus,
+    Vp8,
+    H264,
+}
+
+impl MediaCodec {
+    /// The name the report and the status line use (the SDP name).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Opus => "opus",
+            Self::Vp8 => "VP8",
+            Self::H264 => "H264",
+        }
+    }
+
+    /// True when an encoded frame of this codec is one a decoder can start from.
+    #[must_use]
+    pub fn is_keyframe(self, frame: &[u8]) -> bool {
+        match self {
+            Self::Opus => true,
+            Self::Vp8 => ivf::is_vp8_keyframe(frame),
+            Self::H264 => h264::is_keyframe(frame),
+        }
+    }
 }
 
 /// One encoded frame of a clip.
@@ -58,6 +95,7 @@ pub struct ClipFrame {
 /// A pre-encoded clip, played in a loop.
 #[derive(Debug, Clone)]
 pub struct Clip {
+    pub codec: MediaCodec,
     pub clock_rate: u32,
     pub frames: Vec<ClipFrame>,
     /// Picture size, for video.
@@ -82,10 +120,40 @@ impl Clip {
             return Err(MediaError::Empty);
         }
         Ok(Self {
+            codec: MediaCodec::Vp8,
             clock_rate: VIDEO_CLOCK_RATE,
             frames,
             size: Some((file.header.width, file.header.height)),
         })
+    }
+
+    /// The pictures of an H.264 Annex B stream, `fps` of them per second.
+    pub fn from_h264(bytes: &[u8], fps: u32) -> Result<Self, MediaError> {
+        let duration = VIDEO_CLOCK_RATE / fps.clamp(1, 240);
+        let frames: Vec<ClipFrame> = h264::access_units(bytes)?
+            .into_iter()
+            .map(|unit| ClipFrame {
+                data: Arc::from(unit),
+                duration,
+                keyframe: h264::is_keyframe(unit),
+            })
+            .collect();
+        Ok(Self {
+            codec: MediaCodec::H264,
+            clock_rate: VIDEO_CLOCK_RATE,
+            frames,
+            size: None,
+        })
+    }
+
+    /// A video file by its contents: IVF (VP8) or an H.264 Annex B stream,
+    /// whose frame rate is `fps` (the stream does not carry it).
+    pub fn from_video_file(bytes: &[u8], fps: u32) -> Result<Self, MediaError> {
+        if h264::looks_like_annex_b(bytes) {
+            Self::from_h264(bytes, fps)
+        } else {
+            Self::from_ivf(bytes)
+        }
     }
 
     /// The Opus packets of an Ogg Opus file, each lasting what its TOC byte says.
@@ -114,6 +182,7 @@ impl Clip {
             return Err(MediaError::Empty);
         }
         Ok(Self {
+            codec: MediaCodec::Opus,
             clock_rate: AUDIO_CLOCK_RATE,
             frames,
             size: None,
@@ -235,6 +304,18 @@ mod tests {
         assert!(audio.frames.len() >= 200, "{}", audio.frames.len());
         assert!(audio.frames.iter().all(|f| f.duration == 960));
         assert!(video.bitrate() > 300_000 && video.bitrate() < 2_000_000);
+        let h264 = Clip::from_video_file(DEFAULT_H264_VIDEO, DEFAULT_FPS).unwrap();
+        assert_eq!(h264.codec, MediaCodec::H264);
+        assert_eq!(h264.frames.len(), 60);
+        assert_eq!(h264.frames[0].duration, 3000);
+        assert!(h264.frames[0].keyframe && h264.frames[30].keyframe);
+        assert!(h264.bitrate() > 300_000 && h264.bitrate() < 2_000_000);
+        assert_eq!(
+            Clip::from_video_file(DEFAULT_VIDEO, DEFAULT_FPS)
+                .unwrap()
+                .codec,
+            MediaCodec::Vp8
+        );
     }
 
     #[test]

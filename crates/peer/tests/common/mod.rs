@@ -74,6 +74,7 @@ impl Duet {
             status_every: None,
             label: label.to_owned(),
             progress: None,
+            stay: false,
         }
     }
 
