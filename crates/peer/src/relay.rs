@@ -245,9 +245,10 @@ impl Relay {
                     }
                 }
             }
-            TurnEvent::AllocationCreateFailed(_) => {
-                self.fail("the TURN server refused the allocation", now)
-            }
+            TurnEvent::AllocationCreateFailed(_) => self.fail(
+                "the TURN server refused the allocation or never answered it",
+                now,
+            ),
             TurnEvent::ChannelCreateFailed(_, peer) => {
                 self.channels_requested.remove(&peer);
             }
