@@ -46,6 +46,14 @@ pub const DATA_CHANNEL_ID: u16 = 0;
 pub const DATA_CHANNEL_LABEL: &str = "duet";
 /// How often str0m reports statistics.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long ICE may stay disconnected before we restart it (the web client's
+/// `DISCONNECTED_RESTART_MS`).
+const ICE_RESTART_AFTER: Duration = Duration::from_secs(3);
+/// A connected call that hears nothing for this long has lost its path. str0m
+/// itself says so only after ~20 s of unanswered checks; browsers after ~5 s.
+/// (The other side's RTCP and ICE keepalives arrive every few seconds even
+/// without media.)
+const PATH_SILENCE: Duration = Duration::from_secs(5);
 /// Most outputs one drain takes from str0m before calling it a runaway.
 const MAX_OUTPUTS_PER_DRAIN: usize = 100_000;
 /// What an echoed chat message starts with.
@@ -177,6 +185,12 @@ pub struct Call {
     stats: CallStats,
     outputs: VecDeque<CallOutput>,
     connected: bool,
+    /// The path was lost at this time (and has not come back since).
+    disconnected_since: Option<Instant>,
+    /// str0m's last word on ICE.
+    ice_state: IceConnectionState,
+    /// When the last datagram from the other side arrived.
+    last_received: Option<Instant>,
     failed: bool,
 }
 
@@ -220,6 +234,9 @@ impl Call {
             stats: CallStats::new(now),
             outputs: VecDeque::new(),
             connected: false,
+            disconnected_since: None,
+            ice_state: IceConnectionState::New,
+            last_received: None,
             failed: false,
         };
         if call.config.host_candidate {
@@ -276,6 +293,22 @@ impl Call {
         if self.failed {
             return;
         }
+        if self.connected
+            && self.disconnected_since.is_none()
+            && self
+                .last_received
+                .is_some_and(|at| now >= at + PATH_SILENCE)
+        {
+            self.path_lost(now);
+        }
+        if self
+            .disconnected_since
+            .is_some_and(|since| now >= since + ICE_RESTART_AFTER)
+        {
+            // Again every few seconds while the path stays broken.
+            self.disconnected_since = Some(now);
+            self.restart_ice(now);
+        }
         if now >= self.rtc_timeout {
             if let Err(err) = self.rtc.handle_input(Input::Timeout(now)) {
                 self.fail(CallError::Rtc(err.to_string()));
@@ -305,6 +338,11 @@ impl Call {
             return self.rtc_timeout + Duration::from_secs(3600);
         }
         let mut next = self.rtc_timeout;
+        match (self.disconnected_since, self.last_received) {
+            (Some(since), _) => next = next.min(since + ICE_RESTART_AFTER),
+            (None, Some(at)) if self.connected => next = next.min(at + PATH_SILENCE),
+            _ => {}
+        }
         if let Some(at) = self.relay.as_ref().and_then(Relay::poll_timeout) {
             next = next.min(at);
         }
@@ -378,7 +416,22 @@ impl Call {
         if let Err(err) = self.rtc.handle_input(input) {
             self.problem(format!("a datagram from {source} was refused: {err}"));
         }
+        self.last_received = Some(now);
+        // Heard from again: the path is back, unless str0m says otherwise.
+        if self.ice_state != IceConnectionState::Disconnected {
+            self.disconnected_since = None;
+        }
         self.drain(now);
+    }
+
+    /// The path is gone (str0m says so, or nothing arrives): restart ICE if it
+    /// does not come back soon.
+    fn path_lost(&mut self, now: Instant) {
+        if self.disconnected_since.is_none() {
+            self.disconnected_since = Some(now);
+            self.outputs
+                .push_back(CallOutput::Event(CallEvent::Disconnected));
+        }
     }
 
     /// Takes str0m's output until it returns its next timeout.
@@ -442,9 +495,17 @@ impl Call {
                     .push_back(CallOutput::Event(CallEvent::Connected));
                 self.start_playouts(now);
             }
-            Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed
-                if self.connected =>
-            {
+            Event::IceConnectionStateChange(state) => {
+                self.ice_state = state;
+                match state {
+                    IceConnectionState::Disconnected if self.connected => self.path_lost(now),
+                    IceConnectionState::Connected | IceConnectionState::Completed => {
+                        self.disconnected_since = None;
+                    }
+                    _ => {}
+                }
+            }
+            Event::Closed if self.connected => {
                 self.outputs
                     .push_back(CallOutput::Event(CallEvent::Disconnected));
             }

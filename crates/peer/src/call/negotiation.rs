@@ -156,6 +156,26 @@ impl Call {
         self.send_description(DescriptionKind::Offer, offer.to_sdp_string());
     }
 
+    /// Restarts ICE (new credentials, same candidates) with an offer, as the
+    /// web client does when the path stays broken: unless an offer is already
+    /// out (its answer, or the other side's restart, comes first).
+    pub(super) fn restart_ice(&mut self, now: Instant) {
+        if self.failed || !self.negotiation.negotiated || self.negotiation.pending.is_some() {
+            return;
+        }
+        let mut api = self.rtc.sdp_api();
+        api.ice_restart(true);
+        let applied = api.apply();
+        self.drain(now);
+        let Some((offer, pending)) = applied else {
+            return;
+        };
+        self.negotiation.pending = Some(pending);
+        self.stats.negotiation.offers_sent += 1;
+        self.stats.negotiation.ice_restarts += 1;
+        self.send_description(DescriptionKind::Offer, offer.to_sdp_string());
+    }
+
     pub(super) fn on_description(&mut self, description: Description, now: Instant) {
         match description.kind {
             DescriptionKind::Offer => self.on_remote_offer(&description.sdp, now),
@@ -408,7 +428,7 @@ fn media_kinds(sdp: &str) -> Vec<MediaKind> {
 }
 
 /// The ICE username fragment of a description (the first one; bundle makes them equal).
-fn ice_ufrag(sdp: &str) -> Option<String> {
+pub(super) fn ice_ufrag(sdp: &str) -> Option<String> {
     sdp_attribute(sdp, "ice-ufrag")
 }
 

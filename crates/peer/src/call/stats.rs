@@ -97,6 +97,8 @@ pub struct NegotiationCounters {
     pub fresh_starts: u64,
     /// Answers with no offer of ours outstanding.
     pub unexpected_answers: u64,
+    /// ICE restarts we offered (the path stayed broken for a few seconds).
+    pub ice_restarts: u64,
     pub candidates_sent: u64,
     pub candidates_received: u64,
     /// Arrived before their description; applied later.

@@ -54,6 +54,8 @@ struct Network {
     messages: VecDeque<(Instant, bool, PeerMessage)>,
     /// Rewrites (or drops, with None) signaling messages, for tests that tamper.
     tamper: Option<Tamper>,
+    /// Every datagram is lost (the path is broken; signaling still works).
+    broken: bool,
 }
 
 impl Network {
@@ -179,6 +181,9 @@ impl Harness {
             let Some((_, from, to, contents)) = self.net.datagrams.pop_front() else {
                 break;
             };
+            if self.net.broken {
+                continue;
+            }
             for side in [&mut self.a, &mut self.b] {
                 if side.addr == to {
                     side.call.handle_datagram(from, &contents, now);
@@ -515,4 +520,80 @@ fn each_side_sends_its_own_codec() {
     assert_eq!(h.a.call.stats().received.video.codec, Some("H264"));
     assert_eq!(h.b.call.stats().received.video.codec, Some("VP8"));
     assert_eq!(h.a.call.stats().sent.video.codec, Some("VP8"));
+}
+
+#[test]
+fn a_path_that_stays_broken_is_restarted_and_media_resumes() {
+    let mut h = Harness::new();
+    h.run(Duration::from_secs(3));
+    assert_media_flowed(&h.a, 2);
+    let offers_before =
+        h.b.sent
+            .iter()
+            .chain(&h.a.sent)
+            .filter(|m| is_offer(m))
+            .count();
+
+    // The path breaks for a while: ICE notices, and after 3 s of it the call
+    // offers an ICE restart (new credentials), again every 3 s while broken.
+    h.net.broken = true;
+    h.run(Duration::from_secs(12));
+    let restarts =
+        h.a.call.stats().negotiation.ice_restarts + h.b.call.stats().negotiation.ice_restarts;
+    assert!(
+        restarts >= 1,
+        "no ICE restart: {:?}",
+        h.a.events
+            .iter()
+            .filter(|e| !matches!(e, CallEvent::Frame(_)))
+            .map(|e| format!("{e:?}"))
+            .collect::<Vec<_>>()
+    );
+    let offers: Vec<&PeerMessage> =
+        h.b.sent
+            .iter()
+            .chain(&h.a.sent)
+            .filter(|m| is_offer(m))
+            .collect();
+    assert!(offers.len() > offers_before);
+    let ufrags: std::collections::HashSet<Option<String>> = offers
+        .iter()
+        .map(|m| match m {
+            PeerMessage::Sdp { description } => negotiation::ice_ufrag(&description.sdp),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        ufrags.len() >= 2,
+        "a restart offer carries new ICE credentials"
+    );
+    assert!(
+        h.a.events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Disconnected))
+    );
+
+    // The path comes back: media flows again, and the call never failed.
+    h.net.broken = false;
+    let before = h.a.call.stats().received.video.frames;
+    h.run(Duration::from_secs(6));
+    let after = h.a.call.stats().received.video.frames;
+    assert!(
+        after >= before + 60,
+        "video did not resume: {before} -> {after}"
+    );
+    assert!(h.b.call.stats().received.video.frames > 0);
+    assert!(h.a.failure().is_none() && h.b.failure().is_none());
+    // Restarts stopped once connected again.
+    let settled =
+        h.a.call.stats().negotiation.ice_restarts + h.b.call.stats().negotiation.ice_restarts;
+    h.run(Duration::from_secs(6));
+    assert_eq!(
+        h.a.call.stats().negotiation.ice_restarts + h.b.call.stats().negotiation.ice_restarts,
+        settled
+    );
+}
+
+fn is_offer(message: &PeerMessage) -> bool {
+    matches!(message, PeerMessage::Sdp { description } if description.kind == DescriptionKind::Offer)
 }
