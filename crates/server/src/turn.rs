@@ -80,17 +80,10 @@ impl Relay {
         shutdown: watch::Receiver<bool>,
         tasks: &mut JoinSet<anyhow::Result<()>>,
     ) -> anyhow::Result<Self> {
-        let udp = UdpSocket::bind(settings.listen)
-            .await
-            .map_err(|error| bind_error(settings.listen, "UDP", error))?;
+        let (udp, tcp) = bind_listeners(settings.listen).await?;
         let udp_addr = udp.local_addr()?;
-        enlarge_buffers(&udp);
-        // TCP on the same port as UDP (it matters when the port was 0).
-        let tcp_target = SocketAddr::new(settings.listen.ip(), udp_addr.port());
-        let tcp = TcpListener::bind(tcp_target)
-            .await
-            .map_err(|error| bind_error(tcp_target, "TCP", error))?;
         let tcp_addr = tcp.local_addr()?;
+        enlarge_buffers(&udp);
         let secret = match &settings.secret {
             Some(secret) => secret.clone(),
             None => load_or_make_secret(data_dir)?,
@@ -496,6 +489,31 @@ fn enlarge_buffers(socket: impl std::os::fd::AsFd) {
     let socket = socket2::SockRef::from(&socket);
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+}
+
+/// Tries for a port that is free for both UDP and TCP when the port is 0.
+const FREE_PORT_ATTEMPTS: usize = 20;
+
+/// The UDP and TCP listeners, on one port. With port 0 the kernel picks the
+/// UDP port, and that number may be taken for TCP: then another is tried.
+async fn bind_listeners(listen: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
+    let attempts = if listen.port() == 0 {
+        FREE_PORT_ATTEMPTS
+    } else {
+        1
+    };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let udp = UdpSocket::bind(listen)
+            .await
+            .map_err(|error| bind_error(listen, "UDP", error))?;
+        let tcp_target = SocketAddr::new(listen.ip(), udp.local_addr()?.port());
+        match TcpListener::bind(tcp_target).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(error) => last_error = Some(bind_error(tcp_target, "TCP", error)),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("cannot listen for TURN on {listen}")))
 }
 
 fn bind_error(address: SocketAddr, protocol: &str, error: std::io::Error) -> anyhow::Error {
