@@ -46,7 +46,8 @@ pub struct PeerOptions {
     pub tls: Arc<rustls::ClientConfig>,
     /// Only a TURN relay candidate (no host candidate).
     pub relay_only: bool,
-    /// Also offer a relay candidate next to the host one.
+    /// Also offer a relay candidate next to the host one (when the server
+    /// offers TURN over UDP).
     pub use_relay: bool,
     pub echo: bool,
     /// Fail when no media has arrived this long after the start.
@@ -422,8 +423,14 @@ impl Run {
             } => {
                 self.identity.id = Some(id);
                 *ice_servers = servers;
-                if self.options.relay_only || self.options.use_relay {
+                if self.options.relay_only {
                     *turn = Some(resolve_turn(ice_servers, local_addr).await?);
+                } else if self.options.use_relay {
+                    // Besides the host candidate: without a relay the call may still work.
+                    match resolve_turn(ice_servers, local_addr).await {
+                        Ok(server) => *turn = Some(server),
+                        Err(reason) => tracing::info!("no relay candidate: {reason}"),
+                    }
                 }
                 self.state = "waiting for the other peer";
                 if let Some(peer) = peers.into_iter().next() {

@@ -38,9 +38,11 @@ struct Args {
     /// Use only a TURN relay candidate, from the server's iceServers.
     #[arg(long)]
     relay_only: bool,
-    /// Offer a TURN relay candidate next to the host one.
+    /// Offer only the host candidate. By default a TURN relay candidate (from
+    /// the server's iceServers) is offered next to it, as browsers do, so a
+    /// peer behind NAT can still be reached.
     #[arg(long, conflicts_with = "relay_only")]
-    relay: bool,
+    no_relay: bool,
     /// Answer chat messages from the other side with "echo: …".
     #[arg(long)]
     echo: bool,
@@ -150,7 +152,7 @@ fn run(args: Args) -> anyhow::Result<Outcome> {
         room: args.room.clone(),
         tls: tls_config(&trust)?,
         relay_only: args.relay_only,
-        use_relay: args.relay,
+        use_relay: !args.no_relay,
         echo: args.echo,
         timeout: seconds(args.timeout, "--timeout")?,
         duration: args

@@ -48,6 +48,10 @@ async fn two_native_peers_call_each_other_and_chat() {
     assert_eq!(first.identity.offerer, Some(false));
     assert_ne!(first.identity.polite, second.identity.polite);
     assert_eq!(first.candidates.local, Some("host"));
+    // A relay candidate was gathered too (the default, as in a browser); the
+    // direct pair won.
+    assert!(first.candidates.relay_address.is_some(), "{first:#?}");
+    assert!(second.candidates.relay_address.is_some());
     assert_eq!((first.chat.received, first.chat.echoed), (1, 1));
     assert_eq!(second.chat.received, 1, "the echo came back");
     assert_eq!(second.sent.video.packets_lost, 0);

@@ -61,7 +61,7 @@ impl Duet {
             room: room.to_owned(),
             tls: signaling::tls_config(&Trust::CaFile(self.cert())).unwrap(),
             relay_only: false,
-            use_relay: false,
+            use_relay: true,
             echo: false,
             timeout: Duration::from_secs(15),
             duration: Some(Duration::from_secs(3)),
