@@ -337,6 +337,8 @@ impl Run {
             }
         }
         self.last_stats = Some(call.stats().clone());
+        self.call_started = None;
+        self.recorder.finish();
     }
 
     /// Sends the call's datagrams and messages and handles its events.
@@ -490,6 +492,12 @@ impl Run {
         self.identity.polite = Some(polite);
         self.identity.calls += 1;
         self.call_started = Some(now);
+        // A bot records each call in a directory of its own.
+        if self.options.stay {
+            let dir = self.options.record_dir.as_ref();
+            let call_dir = dir.map(|dir| dir.join(format!("call-{}", self.identity.calls)));
+            self.recorder = Recorder::new(call_dir);
+        }
         self.state = "negotiating";
         let config = CallConfig {
             polite,

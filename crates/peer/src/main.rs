@@ -83,7 +83,8 @@ struct Args {
     /// Send no audio.
     #[arg(long)]
     no_audio: bool,
-    /// Write the received media to DIR/received-video.ivf and DIR/received-audio.ogg.
+    /// Write the received media to DIR/received-video.ivf (or .h264) and
+    /// DIR/received-audio.ogg (with --stay: DIR/call-1/, DIR/call-2/, …).
     #[arg(long, value_name = "DIR")]
     record: Option<PathBuf>,
     /// Write the JSON report here instead of standard output.

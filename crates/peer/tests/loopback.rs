@@ -241,7 +241,12 @@ async fn a_peer_that_stays_takes_one_call_after_another_and_gives_relays_back() 
     bot.stay = true;
     bot.duration = None;
     bot.relay_only = true;
-    bot.max_duration = Duration::from_secs(14);
+    bot.max_duration = Duration::from_secs(16);
+    // Each call has its own timeout, counted from its start: the waits between
+    // and after the visitors are longer than it, and must not count.
+    bot.timeout = Duration::from_secs(4);
+    let record = std::env::temp_dir().join(format!("duet-peer-bot-{}", std::process::id()));
+    bot.record_dir = Some(record.clone());
     let bot = tokio::spawn(driver::run(bot, crypto()));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -265,6 +270,7 @@ async fn a_peer_that_stays_takes_one_call_after_another_and_gives_relays_back() 
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(relay.relay_stats().unwrap().allocations, 0);
+        tokio::time::sleep(Duration::from_secs(3)).await;
     }
 
     let bot = bot.await.unwrap();
@@ -272,6 +278,16 @@ async fn a_peer_that_stays_takes_one_call_after_another_and_gives_relays_back() 
     assert_eq!((bot.identity.calls, bot.identity.calls_with_media), (2, 2));
     assert_eq!(bot.identity.offerer, Some(false), "the bot was there first");
     assert!(bot.received.video.frames >= 30, "the last call's figures");
+    // Each call recorded on its own, from a keyframe.
+    for call in ["call-1", "call-2"] {
+        let video = std::fs::read(record.join(call).join("received-video.ivf")).unwrap();
+        assert!(video.starts_with(b"DKIF") && video.len() > 10_000, "{call}");
+        assert!(
+            record.join(call).join("received-audio.ogg").exists(),
+            "{call}"
+        );
+    }
+    std::fs::remove_dir_all(&record).unwrap();
     assert_eq!(
         duet.server
             .as_ref()
