@@ -93,77 +93,36 @@ fn an_unreachable_server_exits_1_with_a_clear_message() {
     );
 }
 
-#[test]
-fn bad_arguments_are_refused() {
-    let output = wait_bounded(
-        peer(&[
-            "--url",
-            "wss://127.0.0.1:1/ws",
-            "--room",
-            "r",
-            "--timeout",
-            "0",
-        ]),
-        Duration::from_secs(15),
-    );
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("--timeout must be a positive number")
-    );
-    let output = wait_bounded(
-        peer(&["--room", "r", "--no-such-flag"]),
-        Duration::from_secs(15),
-    );
+/// Runs the binary with `extra` after a URL nothing answers on: it must refuse
+/// before connecting, with exit status 1 and `named` in its message.
+fn assert_refused(extra: &[&str], named: &str) {
+    let mut args = vec!["--url", "wss://127.0.0.1:1/ws", "--room", "r"];
+    args.extend_from_slice(extra);
+    let output = wait_bounded(peer(&args), Duration::from_secs(15));
     assert_eq!(
         output.status.code(),
         Some(1),
-        "usage errors are not 'no media'"
+        "{extra:?}: usage errors are not 'no media'"
     );
-    let output = wait_bounded(
-        peer(&[
-            "--url",
-            "wss://127.0.0.1:1/ws",
-            "--room",
-            "r",
-            "--video",
-            "/nonexistent.ivf",
-        ]),
-        Duration::from_secs(15),
-    );
-    assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent.ivf"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(named), "{extra:?}: {stderr}");
+}
+
+#[test]
+fn bad_arguments_are_refused() {
+    assert_refused(&["--timeout", "0"], "--timeout must be a positive number");
+    assert_refused(&["--no-such-flag"], "--no-such-flag");
+    assert_refused(&["--video", "/nonexistent.ivf"], "/nonexistent.ivf");
     // Flags that contradict each other are named.
-    for (flags, named) in [
-        (&["--stay", "--duration", "5"][..], "--duration"),
-        (&["--codec", "h264", "--video", "clip.ivf"][..], "--video"),
-        (&["--fps", "0"][..], "--fps"),
-    ] {
-        let mut args = vec!["--url", "wss://127.0.0.1:1/ws", "--room", "r"];
-        args.extend_from_slice(flags);
-        let output = wait_bounded(peer(&args), Duration::from_secs(15));
-        assert_eq!(output.status.code(), Some(1), "{flags:?}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(named), "{flags:?}: {stderr}");
-    }
-    // A video file that is neither IVF nor H.264 is refused with its name.
+    assert_refused(&["--stay", "--duration", "5"], "--duration");
+    assert_refused(&["--codec", "h264", "--video", "clip.ivf"], "--video");
+    assert_refused(&["--fps", "0"], "--fps");
+    // A video file that is neither IVF nor H.264 is refused with the reason.
     let junk = std::env::temp_dir().join(format!("duet-peer-junk-{}.h264", std::process::id()));
     std::fs::write(&junk, b"\x00\x00\x01\x09\xf0 no picture in here").unwrap();
-    let output = wait_bounded(
-        peer(&[
-            "--url",
-            "wss://127.0.0.1:1/ws",
-            "--room",
-            "r",
-            "--video",
-            junk.to_str().unwrap(),
-        ]),
-        Duration::from_secs(15),
+    assert_refused(
+        &["--video", junk.to_str().unwrap()],
+        "not an H.264 Annex B stream: no coded picture",
     );
     std::fs::remove_file(&junk).unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("not an H.264 Annex B stream: no coded picture"),
-        "{stderr}"
-    );
 }
