@@ -177,6 +177,24 @@ pub struct ServeArgs {
     pub turn: TurnArgs,
 }
 
+impl ServeArgs {
+    /// Flags for a server that lives on loopback only: HTTPS and the TURN relay
+    /// on free ports of 127.0.0.1, the relay allowed to reach loopback peers,
+    /// state in `data_dir` (the in-process servers of the tests).
+    #[must_use]
+    pub fn loopback(data_dir: PathBuf) -> Self {
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut args = Self {
+            listen: Some(any_port),
+            data_dir: Some(data_dir),
+            ..Self::default()
+        };
+        args.turn.turn_listen = Some(any_port);
+        args.turn.allow_peers = vec!["127.0.0.0/8".to_owned()];
+        args
+    }
+}
+
 /// The optional configuration file; same names as the flags, with underscores.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -29,13 +29,7 @@ impl Duet {
             std::process::id(),
             rand::random::<u64>()
         ));
-        let mut args = ServeArgs {
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            data_dir: Some(data_dir.clone()),
-            ..ServeArgs::default()
-        };
-        args.turn.turn_listen = Some("127.0.0.1:0".parse().unwrap());
-        args.turn.allow_peers = vec!["127.0.0.0/8".to_owned()];
+        let args = ServeArgs::loopback(data_dir.clone());
         let config = ServeConfig::merge(args, FileConfig::default()).unwrap();
         let server = duet_server::server::start(config).await.unwrap();
         let port = server.https_addr.port();

@@ -44,14 +44,7 @@ impl TestServer {
             std::process::id(),
             rand::random::<u64>()
         ));
-        let mut args = ServeArgs {
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            data_dir: Some(data_dir.clone()),
-            ..ServeArgs::default()
-        };
-        // The relay on a free loopback port, allowed to reach loopback peers.
-        args.turn.turn_listen = Some("127.0.0.1:0".parse().unwrap());
-        args.turn.allow_peers = vec!["127.0.0.0/8".to_owned()];
+        let mut args = ServeArgs::loopback(data_dir.clone());
         adjust(&mut args);
         let config = ServeConfig::merge(args, FileConfig::default()).unwrap();
         let server = start(config).await.unwrap();
