@@ -121,6 +121,10 @@ pub struct ServeArgs {
     /// Plain HTTP address that redirects to HTTPS (off unless set).
     #[arg(long, env = "DUET_HTTP_LISTEN", value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
+    /// A TCP address that serves TURN over TLS alone, e.g. 0.0.0.0:5349 (off
+    /// unless set; the HTTPS port serves TURN over TCP and TLS anyway).
+    #[arg(long, env = "DUET_TURNS_LISTEN", value_name = "ADDR")]
+    pub turns_listen: Option<SocketAddr>,
     /// Certificate chain (PEM); with --key. Without both, a self-signed one is made.
     #[arg(long, env = "DUET_CERT", value_name = "FILE", requires = "key")]
     pub cert: Option<PathBuf>,
@@ -201,6 +205,7 @@ impl ServeArgs {
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub http_listen: Option<SocketAddr>,
+    pub turns_listen: Option<SocketAddr>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
@@ -347,6 +352,8 @@ pub enum CertificateSource {
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub http_listen: Option<SocketAddr>,
+    /// The TURN-over-TLS-only listener, when set.
+    pub turns_listen: Option<SocketAddr>,
     pub certificate: CertificateSource,
     pub data_dir: PathBuf,
     pub domains: Vec<String>,
@@ -411,12 +418,18 @@ impl ServeConfig {
             *origin = normalize_origin(origin)
                 .with_context(|| format!("`{origin}` is not an origin like https://host:port"))?;
         }
+        let turn = TurnSettings::merge(args.turn, file.turn)?;
+        let turns_listen = args.turns_listen.or(file.turns_listen);
+        if turns_listen.is_some() && turn.is_none() {
+            bail!("--turns-listen serves the relay, which is turned off (--no-turn)");
+        }
         Ok(Self {
             listen: args
                 .listen
                 .or(file.listen)
                 .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8443))),
             http_listen: args.http_listen.or(file.http_listen),
+            turns_listen,
             certificate,
             data_dir: args
                 .data_dir
@@ -441,7 +454,7 @@ impl ServeConfig {
                 .log
                 .or(file.log)
                 .unwrap_or_else(|| "info,memory_serve=warn".to_owned()),
-            turn: TurnSettings::merge(args.turn, file.turn)?,
+            turn,
             signaling: duet_signaling::Config {
                 silence_timeout: Duration::from_secs(silence_secs),
                 resume_grace: Duration::from_secs(grace_secs),

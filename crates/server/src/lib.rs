@@ -6,12 +6,14 @@
 
 pub mod app;
 pub mod config;
+pub mod front;
 pub mod limits;
 pub mod metrics;
 pub mod server;
 pub mod signaling;
 pub mod tls;
 pub mod turn;
+pub mod turn_stream;
 pub mod ws;
 
 /// Installs aws-lc-rs as the process' rustls crypto provider (idempotent).

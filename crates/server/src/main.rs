@@ -112,15 +112,25 @@ fn announce(server: &RunningServer) {
     match server.turn_addr {
         Some(turn) => {
             let _ = writeln!(out, "  STUN/TURN on udp://{turn} and tcp://{turn}");
+            let _ = writeln!(
+                out,
+                "  TURN over TCP and TLS on the HTTPS port {}",
+                address.port()
+            );
+            if let Some(turns) = server.turns_addr {
+                let _ = writeln!(out, "  TURN over TLS on tcp://{turns}");
+            }
         }
         None => {
             let _ = writeln!(out, "  STUN/TURN relay off");
         }
     }
-    let origin = if server.identity.generated {
+    let origin = if server.identity.trusted {
+        "given"
+    } else if server.identity.generated {
         "self-signed, made now"
     } else {
-        "kept"
+        "self-signed, kept"
     };
     let _ = writeln!(
         out,

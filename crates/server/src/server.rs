@@ -1,6 +1,7 @@
 //! Starting and stopping a Duet server: binds the listeners, loads the TLS
-//! identity, spawns the HTTPS server, the optional HTTP redirect and the
-//! signaling timer task, and shuts them all down on request.
+//! identity, spawns the HTTPS port's accept loop (HTTPS, TURN over TCP and
+//! TLS, see [`crate::front`]), the optional TURN-over-TLS port, the optional
+//! HTTP redirect and the signaling timer task, and shuts them all down on request.
 //!
 //! Owns the listening sockets and tasks. [`start`] takes a config whose
 //! addresses may use port 0, so tests run many servers side by side.
@@ -14,20 +15,18 @@ use axum::Router;
 use axum::extract::Request;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::app::{AppState, router};
 use crate::config::{CertificateSource, ServeConfig};
+use crate::front::{Front, Role};
 use crate::limits::ConnectionLimits;
 use crate::metrics::Metrics;
 use crate::signaling::Signaling;
 use crate::tls::{Identity, load_identity, self_signed_names};
-use crate::turn::Relay;
+use crate::turn::{Relay, StreamPorts};
 
-/// Longest a client may take for the TLS handshake or its first request.
-const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 /// Longest shutdown waits for tasks before giving up on them.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
 
@@ -36,20 +35,28 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
 pub struct RunningServer {
     pub https_addr: SocketAddr,
     pub http_addr: Option<SocketAddr>,
+    /// The TURN-over-TLS-only port, when on.
+    pub turns_addr: Option<SocketAddr>,
     pub identity: Identity,
     pub state: Arc<AppState>,
     /// UDP/TCP address of the embedded relay, when on.
     pub turn_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
-    handle: axum_server::Handle<SocketAddr>,
     tasks: JoinSet<anyhow::Result<()>>,
+    /// Connections of the HTTPS port not yet sorted by protocol.
+    unsorted: Arc<ConnectionLimits>,
 }
 
 /// Binds, loads the certificate and starts serving.
 pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let https_listener = bind(config.listen)?;
     let http_listener = config.http_listen.map(bind).transpose()?;
+    let turns_listener = config.turns_listen.map(bind).transpose()?;
     let https_addr = https_listener.local_addr()?;
+    let turns_addr = match &turns_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
     let http_addr = match &http_listener {
         Some(listener) => Some(listener.local_addr()?),
         None => None,
@@ -75,15 +82,20 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     }
     let mut tasks = JoinSet::new();
     let relay = match config.turn.clone() {
-        Some(settings) => Some(Arc::new(
-            Relay::start(
+        Some(settings) => {
+            let mut relay = Relay::start(
                 settings,
                 &config.data_dir,
                 shutdown_receiver.clone(),
                 &mut tasks,
             )
-            .await?,
-        )),
+            .await?;
+            relay.streams = StreamPorts {
+                https: Some(https_addr.port()),
+                tls_trusted: identity.trusted,
+            };
+            Some(Arc::new(relay))
+        }
         None => None,
     };
     let turn_addr = relay.as_ref().map(|relay| relay.udp_addr);
@@ -98,6 +110,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         extra_ice_servers: config.signaling.ice_servers.clone(),
         default_host: config.domains.first().cloned(),
     });
+    let relay = state.relay.clone();
 
     tasks.spawn({
         let signaling = Arc::clone(&signaling);
@@ -108,33 +121,42 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         }
     });
 
-    let handle = axum_server::Handle::new();
-    let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(Arc::clone(
-        &identity.server_config,
-    )))
-    .handshake_timeout(HANDSHAKE_DEADLINE);
-    let https = axum_server::from_tcp(https_listener)
-        .context("cannot use the HTTPS listener")?
-        .acceptor(acceptor)
-        .handle(handle.clone())
-        .first_request_timeout(HANDSHAKE_DEADLINE);
-    let app = router(Arc::clone(&state));
+    let https_port = https_addr.port();
+    let redirect = redirect_router(https_port);
+    let front = |role| {
+        Front::new(
+            role,
+            Arc::clone(&identity.server_config),
+            router(Arc::clone(&state)),
+            redirect.clone(),
+            relay.clone(),
+            shutdown_receiver.clone(),
+        )
+    };
+    let https_front = front(Role::Https);
+    let unsorted = Arc::clone(&https_front.unsorted);
+    let listener = tokio::net::TcpListener::from_std(https_listener)
+        .context("cannot use the HTTPS listener")?;
     tasks.spawn(async move {
-        https
-            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+        crate::front::serve(listener, https_front)
             .await
-            .context("the HTTPS server failed")
+            .context("the HTTPS listener failed")
     });
+    if let Some(listener) = turns_listener {
+        let turns_front = front(Role::TurnsOnly);
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .context("cannot use the TURN-over-TLS listener")?;
+        tasks.spawn(async move {
+            crate::front::serve(listener, turns_front)
+                .await
+                .context("the TURN-over-TLS listener failed")
+        });
+    }
 
     if let Some(listener) = http_listener {
         let mut stop = shutdown_receiver.clone();
-        let https_port = https_addr.port();
         tasks.spawn(async move {
-            listener.set_nonblocking(true)?;
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            let redirect = Router::new().fallback(move |request: Request| async move {
-                redirect_to_https(request.uri(), request.headers(), https_port)
-            });
             axum::serve(listener, redirect)
                 .with_graceful_shutdown(async move {
                     let _ = stop.changed().await;
@@ -147,12 +169,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     Ok(RunningServer {
         https_addr,
         http_addr,
+        turns_addr,
         identity,
         state,
         turn_addr,
         shutdown,
-        handle,
         tasks,
+        unsorted,
     })
 }
 
@@ -162,10 +185,14 @@ impl RunningServer {
         self.state.relay.as_ref().map(|relay| relay.stats())
     }
 
+    /// Connections of the HTTPS port still being sorted (read, handshaken).
+    pub fn unsorted_connections(&self) -> usize {
+        self.unsorted.total()
+    }
+
     /// Closes every WebSocket with 1001, stops accepting, and waits (bounded) for the tasks.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        self.handle.graceful_shutdown(Some(Duration::from_secs(2)));
         let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, async {
             while self.tasks.join_next().await.is_some() {}
         })
@@ -209,7 +236,16 @@ fn bind(address: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     socket.set_reuseaddr(true).map_err(describe)?;
     socket.bind(address).map_err(describe)?;
     let listener = socket.listen(4096).map_err(describe)?;
-    listener.into_std().map_err(describe)
+    let listener = listener.into_std().map_err(describe)?;
+    listener.set_nonblocking(true).map_err(describe)?;
+    Ok(listener)
+}
+
+/// Answers every request with a permanent redirect to the same path over HTTPS.
+fn redirect_router(https_port: u16) -> Router {
+    Router::new().fallback(move |request: Request| async move {
+        redirect_to_https(request.uri(), request.headers(), https_port)
+    })
 }
 
 fn redirect_to_https(uri: &Uri, headers: &axum::http::HeaderMap, https_port: u16) -> Response {

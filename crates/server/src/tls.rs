@@ -30,6 +30,10 @@ pub struct Identity {
     pub cert_path: PathBuf,
     /// True when this run made a new self-signed certificate.
     pub generated: bool,
+    /// True when browsers are expected to trust the certificate (one given by
+    /// the operator); a self-signed one is not, and Chromium refuses `turns:`
+    /// with it.
+    pub trusted: bool,
 }
 
 /// Loads the configured certificate, or loads or makes the self-signed one.
@@ -70,6 +74,7 @@ pub fn load_identity(
         fingerprint,
         cert_path,
         generated,
+        trusted: matches!(source, CertificateSource::Files { .. }),
     })
 }
 

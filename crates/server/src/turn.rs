@@ -12,7 +12,8 @@
 //! allocation happens per packet on UDP; TCP clients get a copy per message.
 //!
 //! Sends never block: UDP uses `try_send_to` (a full socket buffer drops the
-//! datagram, as the network would), TCP writers have bounded queues.
+//! datagram, as the network would), stream clients (TCP, TLS) have queues
+//! bounded in bytes (see [`crate::turn_stream`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -22,21 +23,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use duet_signaling::IceServer;
-use duet_turn::datapath::{HEADROOM, MAX_TCP_MESSAGE, TAILROOM, TcpFrame, tcp_frame};
+use duet_turn::datapath::{HEADROOM, TAILROOM};
 use duet_turn::{Command, FiveTuple, Server, Transport};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, watch};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::TurnSettings;
+use crate::limits::{ConnectionLimits, Refusal};
+use crate::turn_stream::{self, StreamWriter};
 
 /// Largest datagram relayed; larger ones are cut by the socket and dropped.
 const DATAGRAM_MAX: usize = 16 * 1024;
-/// Messages queued for one TCP client before further ones are dropped.
-const TCP_QUEUE: usize = 512;
-/// Most TCP client connections at once.
-const MAX_TCP_CLIENTS: usize = 10_000;
 
 /// A running relay.
 #[derive(Debug)]
@@ -46,24 +45,38 @@ pub struct Relay {
     shared: Arc<Shared>,
     secret: String,
     settings: TurnSettings,
+    /// The stream ports advertised next to the relay's own UDP port.
+    pub streams: StreamPorts,
+}
+
+/// Where else clients reach the relay, over TCP and TLS: the HTTPS port.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamPorts {
+    /// The HTTPS port, which also serves TURN over TCP and TLS.
+    pub https: Option<u16>,
+    /// True when browsers trust the HTTPS certificate, so `turns:` may be offered.
+    pub tls_trusted: bool,
 }
 
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct Shared {
     inner: Mutex<Inner>,
     udp: Arc<UdpSocket>,
     bind_ip: IpAddr,
     wake: tokio::sync::Notify,
-    shutdown: watch::Receiver<bool>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    /// Caps on stream (TCP and TLS) client connections, in all and per address.
+    pub(crate) stream_limits: Arc<ConnectionLimits>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    core: Server,
+pub(crate) struct Inner {
+    pub(crate) core: Server,
     /// When the timer task will wake next.
     timer_at: Option<Instant>,
     relays: HashMap<u16, RelaySocket>,
-    tcp_clients: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    /// Stream (TCP and TLS) clients by five-tuple: their outgoing queues.
+    pub(crate) stream_clients: HashMap<FiveTuple, StreamWriter>,
 }
 
 #[derive(Debug)]
@@ -112,12 +125,16 @@ impl Relay {
                 core,
                 timer_at: None,
                 relays: HashMap::new(),
-                tcp_clients: HashMap::new(),
+                stream_clients: HashMap::new(),
             }),
             udp: Arc::new(udp),
             bind_ip,
             wake: tokio::sync::Notify::new(),
             shutdown,
+            stream_limits: ConnectionLimits::new(
+                turn_stream::MAX_STREAMS,
+                turn_stream::MAX_STREAMS_PER_ADDRESS,
+            ),
         });
         tasks.spawn(run_udp(Arc::clone(&shared), udp_addr));
         tasks.spawn(run_tcp(Arc::clone(&shared), tcp, tcp_addr));
@@ -128,11 +145,22 @@ impl Relay {
             shared,
             secret,
             settings,
+            streams: StreamPorts::default(),
         })
     }
 
-    /// The `iceServers` for one signaling session: STUN and TURN over UDP and
-    /// TCP on `host`, with REST credentials made for this session only.
+    /// The `iceServers` for one signaling session, with REST credentials made
+    /// for this session only. A browser makes one allocation per TURN URL, so
+    /// the list is short and each URL opens a way the others do not:
+    /// - `stun:HOST:3478` and `turn:HOST:3478?transport=udp`, the fast path;
+    /// - `turn:HOST:443?transport=tcp` (the HTTPS port), for networks without
+    ///   UDP; it replaces TCP on 3478, which any network that allows the page's
+    ///   port does not need;
+    /// - `turns:HOST:443?transport=tcp` when the certificate is trusted, for
+    ///   networks that let only TLS out (Chromium refuses it with a
+    ///   self-signed certificate, so it is left out then).
+    ///
+    /// Without an HTTPS port (`streams.https` unset) TCP goes to the relay's own port.
     pub fn ice_servers(&self, host: &str, session: &str) -> Vec<IceServer> {
         let host = self.settings.public_host.as_deref().unwrap_or(host);
         let host = if host.contains(':') && !host.starts_with('[') {
@@ -147,6 +175,16 @@ impl Relay {
             .unwrap_or(0)
             + self.settings.credential_ttl.as_secs();
         let (username, credential) = duet_turn::rest_credentials(&self.secret, session, expiry);
+        let mut turn_urls = vec![format!("turn:{host}:{port}?transport=udp")];
+        match self.streams.https {
+            Some(https) => {
+                turn_urls.push(format!("turn:{host}:{https}?transport=tcp"));
+                if self.streams.tls_trusted {
+                    turn_urls.push(format!("turns:{host}:{https}?transport=tcp"));
+                }
+            }
+            None => turn_urls.push(format!("turn:{host}:{port}?transport=tcp")),
+        }
         vec![
             IceServer {
                 urls: vec![format!("stun:{host}:{port}")],
@@ -154,10 +192,7 @@ impl Relay {
                 credential: None,
             },
             IceServer {
-                urls: vec![
-                    format!("turn:{host}:{port}?transport=udp"),
-                    format!("turn:{host}:{port}?transport=tcp"),
-                ],
+                urls: turn_urls,
                 username: Some(username),
                 credential: Some(credential),
             },
@@ -175,10 +210,32 @@ impl Relay {
     pub fn stats(&self) -> duet_turn::Stats {
         self.shared.lock().core.stats()
     }
+
+    /// Stream (TCP and TLS) client connections open now.
+    pub fn stream_connections(&self) -> usize {
+        self.shared.stream_limits.total()
+    }
+
+    /// Takes over a TURN client that reached another listener over a byte
+    /// stream (TCP or TLS on the HTTPS port). `already_read` is what the
+    /// listener read to recognize it; `local` is the address it connected to.
+    pub fn accept_stream<S>(
+        &self,
+        stream: S,
+        already_read: Vec<u8>,
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<(), Refusal>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let from = turn_stream::five_tuple(client, local);
+        turn_stream::accept(&self.shared, stream, already_read, from)
+    }
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
@@ -236,7 +293,7 @@ impl Shared {
 }
 
 /// Runs one input against the core under the lock, then carries out its commands.
-fn with_shared<T>(shared: &Arc<Shared>, f: impl FnOnce(&mut Inner) -> T) -> T {
+pub(crate) fn with_shared<T>(shared: &Arc<Shared>, f: impl FnOnce(&mut Inner) -> T) -> T {
     let mut inner = shared.lock();
     let result = f(&mut inner);
     shared.run_commands(&mut inner);
@@ -249,8 +306,8 @@ fn send_to_client(udp: &UdpSocket, inner: &Inner, to: FiveTuple, bytes: &[u8]) {
             let _ = udp.try_send_to(bytes, to.client);
         }
         Transport::Tcp => {
-            if let Some(writer) = inner.tcp_clients.get(&to.client) {
-                let _ = writer.try_send(bytes.to_vec());
+            if let Some(writer) = inner.stream_clients.get(&to) {
+                writer.send(bytes);
             }
         }
     }
@@ -287,7 +344,12 @@ async fn run_udp(shared: Arc<Shared>, local: SocketAddr) -> anyhow::Result<()> {
 /// socket, or, when the peer is another allocation of this relay, straight
 /// into that allocation (no kernel round trip, and nothing else on this host
 /// is reachable that way).
-fn relay_client_message(shared: &Arc<Shared>, from: FiveTuple, packet: &[u8], scratch: &mut [u8]) {
+pub(crate) fn relay_client_message(
+    shared: &Arc<Shared>,
+    from: FiveTuple,
+    packet: &[u8],
+    scratch: &mut [u8],
+) {
     let now = Instant::now();
     let outcome = with_shared(shared, |inner| {
         let forward = inner.core.handle_client(from, packet, now)?;
@@ -311,8 +373,8 @@ fn relay_client_message(shared: &Arc<Shared>, from: FiveTuple, packet: &[u8], sc
             Transport::Udp => Some(Outcome::ToClient(delivery)),
             Transport::Tcp => {
                 let bytes = scratch.get(delivery.bytes)?;
-                if let Some(writer) = inner.tcp_clients.get(&delivery.to.client) {
-                    let _ = writer.try_send(bytes.to_vec());
+                if let Some(writer) = inner.stream_clients.get(&delivery.to) {
+                    writer.send(bytes);
                 }
                 None
             }
@@ -366,95 +428,28 @@ async fn run_relay(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: u16) {
                 let _ = shared.udp.try_send_to(bytes, delivery.to.client);
             }
             Transport::Tcp => {
-                if let Some(writer) = inner.tcp_clients.get(&delivery.to.client) {
-                    let _ = writer.try_send(bytes.to_vec());
+                if let Some(writer) = inner.stream_clients.get(&delivery.to) {
+                    writer.send(bytes);
                 }
             }
         }
     }
 }
 
-/// The TCP listener: one task per client connection.
+/// The TCP listener: each client connection is served by [`turn_stream`].
 async fn run_tcp(
     shared: Arc<Shared>,
     listener: TcpListener,
     local: SocketAddr,
 ) -> anyhow::Result<()> {
     let mut shutdown = shared.shutdown.clone();
-    loop {
-        let (stream, client) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return Ok(()),
-        };
-        let (writer, queue) = mpsc::channel(TCP_QUEUE);
-        {
-            let mut inner = shared.lock();
-            if inner.tcp_clients.len() >= MAX_TCP_CLIENTS {
-                continue;
-            }
-            inner.tcp_clients.insert(client, writer);
-        }
-        let from = FiveTuple {
-            transport: Transport::Tcp,
-            client,
-            server: local,
-        };
-        tokio::spawn(run_tcp_client(Arc::clone(&shared), stream, from, queue));
-    }
-}
-
-async fn run_tcp_client(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    from: FiveTuple,
-    mut queue: mpsc::Receiver<Vec<u8>>,
-) {
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
-    let mut shutdown = shared.shutdown.clone();
-    let mut pending: Vec<u8> = Vec::with_capacity(4096);
-    let mut chunk = vec![0u8; 16 * 1024];
-    let mut scratch = vec![0u8; HEADROOM + MAX_TCP_MESSAGE + TAILROOM];
-    // A client must say something within this time, and stay within it between messages.
-    let idle = Duration::from_secs(600);
-    'connection: loop {
-        tokio::select! {
-            outgoing = queue.recv() => {
-                let Some(bytes) = outgoing else { break };
-                if writer.write_all(&bytes).await.is_err() {
-                    break;
-                }
-            }
-            read = tokio::time::timeout(idle, reader.read(&mut chunk)) => {
-                let Ok(Ok(len)) = read else { break };
-                if len == 0 {
-                    break;
-                }
-                pending.extend_from_slice(chunk.get(..len).unwrap_or_default());
-                loop {
-                    let size = match tcp_frame(&pending) {
-                        TcpFrame::Complete(size) if size <= MAX_TCP_MESSAGE => size,
-                        TcpFrame::Incomplete => break,
-                        TcpFrame::Complete(_) | TcpFrame::Invalid => break 'connection,
-                    };
-                    let Some(message) = pending.get(..size) else { break };
-                    relay_client_message(&shared, from, message, &mut scratch);
-                    pending.drain(..size);
-                }
-            }
-            _ = shutdown.changed() => break,
+    while let Some((stream, client)) = crate::front::accept(&listener, &mut shutdown).await {
+        let from = turn_stream::five_tuple(client, local);
+        if let Err(refusal) = turn_stream::accept(&shared, stream, Vec::new(), from) {
+            tracing::debug!(%client, ?refusal, "TURN TCP connection refused");
         }
     }
-    with_shared(&shared, |inner| {
-        inner.tcp_clients.remove(&from.client);
-        inner.core.handle_client_closed(from);
-    });
+    Ok(())
 }
 
 /// Fires the core's deadlines (allocation expiry).

@@ -185,7 +185,7 @@ fn it_announces_the_url_and_fingerprint_and_stops_on_sigterm_within_5_seconds() 
     // The second run keeps the certificate.
     let (mut again, _, lines) = serve(&dir);
     let text = lines.join("\n");
-    assert!(text.contains("(kept)"), "{text}");
+    assert!(text.contains("(self-signed, kept)"), "{text}");
     assert!(text.contains(fingerprint), "{text}");
     again.kill().unwrap();
     again.wait().unwrap();

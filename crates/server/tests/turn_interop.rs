@@ -11,51 +11,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use common::TestServer;
+use common::{EchoPeer, TestServer, coturn_tool};
 
 const SECRET: &str = "interop-secret";
-
-/// A `turnutils_peer` UDP echo on a free loopback port, stopped on drop.
-struct Peer {
-    child: Child,
-    port: u16,
-}
-
-impl Peer {
-    fn start() -> Self {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(tool("turnutils_peer"))
-            .args(["-p", &port.to_string(), "-L", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        Self { child, port }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tool(name: &str) -> String {
-    let path = format!("/usr/bin/{name}");
-    assert!(
-        std::path::Path::new(&path).exists(),
-        "{path} is missing: install Debian's coturn package (./scripts/test does)"
-    );
-    path
-}
 
 async fn relay() -> TestServer {
     TestServer::with(|args| {
@@ -66,9 +26,9 @@ async fn relay() -> TestServer {
 }
 
 /// Runs uclient with two clients, 50 messages each, and checks all 100 came back.
-fn uclient(server: &TestServer, peer: &Peer, extra: &[&str], auth: &[&str], size: &str) {
+fn uclient(server: &TestServer, peer: &EchoPeer, extra: &[&str], auth: &[&str], size: &str) {
     let turn = server.server.as_ref().unwrap().turn_addr.unwrap();
-    let output = Command::new(tool("turnutils_uclient"))
+    let output = Command::new(coturn_tool("turnutils_uclient"))
         .args(extra)
         .args(["-c", "-n", "50", "-m", "2", "-z", "10", "-l", size])
         .args(auth)
@@ -96,7 +56,7 @@ fn uclient(server: &TestServer, peer: &Peer, extra: &[&str], auth: &[&str], size
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_over_udp_with_a_static_user() {
     let server = relay().await;
-    let peer = Peer::start();
+    let peer = EchoPeer::start();
     tokio::task::block_in_place(|| {
         uclient(
             &server,
@@ -111,7 +71,7 @@ async fn uclient_over_udp_with_a_static_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_over_tcp_with_a_static_user() {
     let server = relay().await;
-    let peer = Peer::start();
+    let peer = EchoPeer::start();
     tokio::task::block_in_place(|| {
         uclient(
             &server,
@@ -126,7 +86,7 @@ async fn uclient_over_tcp_with_a_static_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_over_udp_with_the_rest_secret() {
     let server = relay().await;
-    let peer = Peer::start();
+    let peer = EchoPeer::start();
     tokio::task::block_in_place(|| {
         uclient(&server, &peer, &[], &["-u", "bench", "-W", SECRET], "1200")
     });
@@ -135,7 +95,7 @@ async fn uclient_over_udp_with_the_rest_secret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_over_tcp_with_the_rest_secret() {
     let server = relay().await;
-    let peer = Peer::start();
+    let peer = EchoPeer::start();
     tokio::task::block_in_place(|| {
         uclient(
             &server,
@@ -153,7 +113,7 @@ async fn uclient_client_to_client_through_two_allocations() {
     let turn = server.server.as_ref().unwrap().turn_addr.unwrap();
     for transport in [&[][..], &["-t"][..]] {
         let output = tokio::task::block_in_place(|| {
-            Command::new(tool("turnutils_uclient"))
+            Command::new(coturn_tool("turnutils_uclient"))
                 .args(transport)
                 .args(["-y", "-c", "-n", "50", "-m", "4", "-z", "10", "-l", "160"])
                 .args(["-u", "alice", "-w", "wonderland"])
@@ -174,10 +134,10 @@ async fn uclient_client_to_client_through_two_allocations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_cannot_allocate() {
     let server = relay().await;
-    let peer = Peer::start();
+    let peer = EchoPeer::start();
     let turn = server.server.as_ref().unwrap().turn_addr.unwrap();
     let output = tokio::task::block_in_place(|| {
-        Command::new(tool("turnutils_uclient"))
+        Command::new(coturn_tool("turnutils_uclient"))
             .args(["-c", "-n", "5", "-m", "1", "-u", "alice", "-w", "wrong"])
             .args([
                 "-p",
@@ -210,7 +170,7 @@ async fn stunclient_binding_gets_the_mapped_address() {
     let server = relay().await;
     let turn = server.server.as_ref().unwrap().turn_addr.unwrap();
     let output = tokio::task::block_in_place(|| {
-        Command::new(tool("turnutils_stunclient"))
+        Command::new(coturn_tool("turnutils_stunclient"))
             .args(["-p", &turn.port().to_string(), "127.0.0.1"])
             .output()
             .unwrap()
@@ -237,7 +197,7 @@ async fn joined_carries_stun_and_turn_with_per_session_credentials() {
         servers[1]["urls"],
         serde_json::json!([
             format!("turn:localhost:{}?transport=udp", turn.port()),
-            format!("turn:localhost:{}?transport=tcp", turn.port())
+            format!("turn:localhost:{}?transport=tcp", server.addr.port())
         ])
     );
     let username = servers[1]["username"].as_str().unwrap();

@@ -343,6 +343,11 @@ impl Server {
         }
     }
 
+    /// True when the client at `from` holds an allocation.
+    pub fn has_allocation(&self, from: &FiveTuple) -> bool {
+        self.allocations.contains_key(from)
+    }
+
     /// True when `peer` is a live relay address of this server: the driver
     /// then hands the data to [`Server::handle_peer`] itself instead of
     /// sending it through the kernel, and it never reaches other services.

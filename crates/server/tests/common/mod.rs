@@ -263,3 +263,44 @@ pub async fn pair(server: &TestServer, room: &str) -> (Client, Client, Value, Va
     assert_eq!(other["type"], "other_joined");
     (a, b, joined_a, joined_b)
 }
+
+/// The path of a coturn tool; fails with what to install when it is missing.
+pub fn coturn_tool(name: &str) -> String {
+    let path = format!("/usr/bin/{name}");
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} is missing: install Debian's coturn package (./scripts/test does)"
+    );
+    path
+}
+
+/// A `turnutils_peer` UDP echo on a free loopback port, stopped on drop.
+pub struct EchoPeer {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl EchoPeer {
+    pub fn start() -> Self {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(coturn_tool("turnutils_peer"))
+            .args(["-p", &port.to_string(), "-L", "127.0.0.1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        Self { child, port }
+    }
+}
+
+impl Drop for EchoPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
