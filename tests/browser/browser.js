@@ -44,13 +44,16 @@ export function assertLoopbackOnly() {
   }
 }
 
-/** A headless Chromium with a fresh temporary profile (playwright makes one per launch). */
-export function launchBrowser() {
+/**
+ * A headless Chromium with a fresh temporary profile (playwright makes one per launch).
+ * @param {{ args?: string[] }} [options] extra command-line flags
+ */
+export function launchBrowser({ args = [] } = {}) {
   assertLoopbackOnly();
   return chromium.launch({
     executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...args],
   });
 }
 

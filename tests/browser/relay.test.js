@@ -1,5 +1,7 @@
 // Calls through Duet's own TURN relay, relay-only, in real Chromium: once with
-// the TURN/UDP URL only and once with the TURN/TCP URL only. The two pages use
+// the TURN/UDP URL only, once with the TURN/TCP URL only (TCP on the HTTPS port),
+// and once with the TURNS URL only (TLS on the HTTPS port, with a certificate
+// Chromium trusts: it refuses TURN over TLS otherwise). The two pages use
 // Duet's signaling (/ws) and the iceServers of `joined`, exactly as the web
 // client does, but drive RTCPeerConnection themselves, so the test checks the
 // relay and the credentials, independent of the UI.
@@ -7,7 +9,10 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 
+import { rm } from 'node:fs/promises';
+
 import { launchBrowser, newContext, newPage } from './browser.js';
+import { makeTrustedLocalhost } from './certs.js';
 import { startServer } from './server.js';
 
 let server;
@@ -28,7 +33,7 @@ after(async () => {
  * calls the other member relay-only, and reports the selected pair and the
  * decoded video once frames arrive.
  */
-async function relayCall({ room, transport }) {
+async function relayCall({ room, scheme, transport }) {
   const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
   const ws = new WebSocket(`wss://${location.host}/ws`);
   await new Promise((resolve, reject) => {
@@ -56,9 +61,11 @@ async function relayCall({ room, transport }) {
   ws.send(JSON.stringify({ type: 'join', room }));
   const joined = await next('joined');
   const turnOnly = joined.iceServers
-    .map((server) => ({ ...server, urls: server.urls.filter((url) => url.startsWith('turn:') && url.endsWith(`transport=${transport}`)) }))
+    .map((server) => ({ ...server, urls: server.urls.filter((url) => url.startsWith(`${scheme}:`) && url.endsWith(`transport=${transport}`)) }))
     .filter((server) => server.urls.length > 0);
-  if (turnOnly.length !== 1) throw new Error(`expected one TURN entry for ${transport}: ${JSON.stringify(joined.iceServers)}`);
+  if (turnOnly.length !== 1 || turnOnly[0].urls.length !== 1) {
+    throw new Error(`expected one ${scheme} URL for ${transport}: ${JSON.stringify(joined.iceServers)}`);
+  }
   const pc = new RTCPeerConnection({ iceServers: turnOnly, iceTransportPolicy: 'relay' });
   for (const track of stream.getTracks()) pc.addTrack(track, stream);
   const gathered = [];
@@ -143,24 +150,48 @@ async function relayCall({ room, transport }) {
   return result;
 }
 
+/**
+ * Two pages of `on` (a server and a browser) call each other relay-only through
+ * the one URL of `scheme` and `transport`; both must decode video over a relay
+ * pair of the expected relay protocol.
+ */
+async function relayOnlyCall(on, { scheme, transport, relayProtocol }) {
+  const contexts = [await newContext(on.browser), await newContext(on.browser)];
+  const pages = await Promise.all(contexts.map((context) => newPage(context)));
+  await Promise.all(pages.map((page) => page.goto(on.server.url)));
+  const room = `relay-${scheme}-${transport}-${Date.now()}`;
+  const first = pages[0].evaluate(relayCall, { room, scheme, transport });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const second = pages[1].evaluate(relayCall, { room, scheme, transport });
+  const results = await Promise.all([first, second]);
+  for (const result of results) {
+    assert.ok(result.gathered.length > 0, 'relay candidates gathered');
+    assert.ok(result.gathered.every((candidate) => candidate.includes(' typ relay ')), JSON.stringify(result.gathered));
+    assert.equal(result.localType, 'relay', JSON.stringify(result));
+    assert.equal(result.remoteType, 'relay', JSON.stringify(result));
+    assert.equal(result.relayProtocol, relayProtocol, JSON.stringify(result));
+    assert.ok(result.framesDecoded > 5, `video decoded: ${JSON.stringify(result)}`);
+  }
+  await Promise.all(contexts.map((context) => context.close()));
+}
+
 for (const transport of ['udp', 'tcp']) {
   test(`a relay-only call over TURN/${transport.toUpperCase()} decodes video on both sides`, { timeout: 60_000 }, async () => {
-    const contexts = [await newContext(browser), await newContext(browser)];
-    const pages = await Promise.all(contexts.map((context) => newPage(context)));
-    await Promise.all(pages.map((page) => page.goto(server.url)));
-    const room = `relay-${transport}-${Date.now()}`;
-    const first = pages[0].evaluate(relayCall, { room, transport });
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    const second = pages[1].evaluate(relayCall, { room, transport });
-    const results = await Promise.all([first, second]);
-    for (const result of results) {
-      assert.ok(result.gathered.length > 0, 'relay candidates gathered');
-      assert.ok(result.gathered.every((candidate) => candidate.includes(' typ relay ')), JSON.stringify(result.gathered));
-      assert.equal(result.localType, 'relay', JSON.stringify(result));
-      assert.equal(result.remoteType, 'relay', JSON.stringify(result));
-      assert.equal(result.relayProtocol, transport, JSON.stringify(result));
-      assert.ok(result.framesDecoded > 5, `video decoded: ${JSON.stringify(result)}`);
-    }
-    await Promise.all(contexts.map((context) => context.close()));
+    await relayOnlyCall({ server, browser }, { scheme: 'turn', transport, relayProtocol: transport });
   });
 }
+
+test('a relay-only call over TURN/TLS on the HTTPS port, with a trusted certificate, decodes video on both sides', { timeout: 90_000 }, async () => {
+  const ca = await makeTrustedLocalhost();
+  const trusted = await startServer({ extraArgs: ['--cert', ca.cert, '--key', ca.key] });
+  const tlsBrowser = await launchBrowser({ args: [`--ignore-certificate-errors-spki-list=${ca.caSpki}`] });
+  try {
+    // The page is loaded as https://localhost:PORT, the name the certificate holds.
+    const url = trusted.url.replace('127.0.0.1', 'localhost');
+    await relayOnlyCall({ server: { url }, browser: tlsBrowser }, { scheme: 'turns', transport: 'tcp', relayProtocol: 'tls' });
+  } finally {
+    await tlsBrowser.close();
+    await trusted.stop();
+    await rm(ca.dir, { recursive: true, force: true });
+  }
+});

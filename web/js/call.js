@@ -167,7 +167,8 @@ export class PeerCall extends EventTarget {
     this.#send = send;
     this.#mayOffer = initiator;
     this.#codec = codec;
-    this.#config = { iceServers, iceTransportPolicy: policy, bundlePolicy: 'max-bundle' };
+    // One transport for the whole call: one TURN allocation per URL of `iceServers`.
+    this.#config = { iceServers, iceTransportPolicy: policy, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
     [this.pc, this.channel] = this.#createPeerConnection();
   }
 
