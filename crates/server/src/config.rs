@@ -115,7 +115,7 @@ pub struct ServeArgs {
     /// A TOML configuration file (see config.example.toml).
     #[arg(long, env = "DUET_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// HTTPS address [default: 0.0.0.0:8443].
+    /// HTTPS address; `[::]` listens on IPv6 and IPv4 [default: [::]:8443].
     #[arg(long, env = "DUET_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// Plain HTTP address that redirects to HTTPS (off unless set).
@@ -427,7 +427,7 @@ impl ServeConfig {
             listen: args
                 .listen
                 .or(file.listen)
-                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8443))),
+                .unwrap_or(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 8443))),
             http_listen: args.http_listen.or(file.http_listen),
             turns_listen,
             certificate,
@@ -537,7 +537,7 @@ mod tests {
     #[test]
     fn defaults_are_sensible() -> anyhow::Result<()> {
         let config = ServeConfig::merge(ServeArgs::default(), FileConfig::default())?;
-        assert_eq!(config.listen.to_string(), "0.0.0.0:8443");
+        assert_eq!(config.listen.to_string(), "[::]:8443");
         assert!(matches!(config.certificate, CertificateSource::SelfSigned));
         assert_eq!(config.data_dir, PathBuf::from("duet-data"));
         assert_eq!(config.signaling.silence_timeout, Duration::from_secs(30));

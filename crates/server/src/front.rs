@@ -143,13 +143,15 @@ impl Front {
 
 /// Accepts connections until shutdown; each is sorted and served by a task of its own.
 pub async fn serve(listener: TcpListener, front: Arc<Front>) -> anyhow::Result<()> {
-    let local = listener.local_addr()?;
+    let listening = listener.local_addr()?;
     let mut shutdown = front.shutdown.clone();
     while let Some((stream, client)) = accept(&listener, &mut shutdown).await {
         let Ok(permit) = front.unsorted.try_acquire(client.ip()) else {
             tracing::debug!(%client, "too many unsorted connections; closed");
             continue;
         };
+        // The address this connection reached (the listener's may be `[::]`).
+        let local = stream.local_addr().map_or(listening, canonical);
         let front = Arc::clone(&front);
         tokio::spawn(async move {
             let sorted = sort(&front, stream, client, local).await;
@@ -172,7 +174,7 @@ pub(crate) async fn accept(
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
                     let _ = stream.set_nodelay(true);
-                    return Some((stream, client));
+                    return Some((stream, canonical(client)));
                 }
                 // Out of descriptors and the like: let the moment pass.
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -307,6 +309,12 @@ where
             let _ = tokio::time::timeout(DRAIN_DEADLINE, connection).await;
         }
     }
+}
+
+/// `::ffff:a.b.c.d:port` as `a.b.c.d:port`: on a dual-stack socket IPv4
+/// clients arrive mapped, and every limit and STUN answer wants the IPv4 address.
+fn canonical(address: SocketAddr) -> SocketAddr {
+    SocketAddr::new(address.ip().to_canonical(), address.port())
 }
 
 /// Resolves once the server is shutting down (at once if it already is).

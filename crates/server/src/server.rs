@@ -213,7 +213,27 @@ impl RunningServer {
     }
 }
 
+/// Binds a TCP listener. The IPv6 unspecified address (`[::]`, the default)
+/// listens dual-stack, IPv4 and IPv6 on one socket; on a host without IPv6 it
+/// falls back to `0.0.0.0` on the same port.
 fn bind(address: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let dual_stack = address.ip() == std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+    match bind_exactly(address, dual_stack) {
+        Err(error) if dual_stack && !ipv6_available() => {
+            let fallback = SocketAddr::from(([0, 0, 0, 0], address.port()));
+            tracing::warn!(%address, %fallback, "this host has no IPv6: listening on IPv4 only");
+            bind_exactly(fallback, false).map_err(|_| error)
+        }
+        result => result,
+    }
+}
+
+/// True when the kernel can make an IPv6 socket at all.
+fn ipv6_available() -> bool {
+    std::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)).is_ok()
+}
+
+fn bind_exactly(address: SocketAddr, dual_stack: bool) -> anyhow::Result<std::net::TcpListener> {
     let describe = |error: std::io::Error| {
         let why = match error.kind() {
             std::io::ErrorKind::AddrInUse => "the address is already in use".to_owned(),
@@ -227,18 +247,20 @@ fn bind(address: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
         };
         anyhow::anyhow!("cannot listen on {address}: {why}")
     };
-    let socket = if address.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()
-    } else {
-        tokio::net::TcpSocket::new_v6()
-    }
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
     .map_err(describe)?;
-    socket.set_reuseaddr(true).map_err(describe)?;
-    socket.bind(address).map_err(describe)?;
-    let listener = socket.listen(4096).map_err(describe)?;
-    let listener = listener.into_std().map_err(describe)?;
-    listener.set_nonblocking(true).map_err(describe)?;
-    Ok(listener)
+    if address.is_ipv6() {
+        socket.set_only_v6(!dual_stack).map_err(describe)?;
+    }
+    socket.set_reuse_address(true).map_err(describe)?;
+    socket.set_nonblocking(true).map_err(describe)?;
+    socket.bind(&address.into()).map_err(describe)?;
+    socket.listen(4096).map_err(describe)?;
+    Ok(socket.into())
 }
 
 /// Answers every request with a permanent redirect to the same path over HTTPS.

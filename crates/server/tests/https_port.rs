@@ -291,3 +291,46 @@ async fn wait_until(mut condition: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `[::]` listens dual-stack: the page over IPv4 and IPv6, and TURN over TCP
+/// from an IPv4 client sees its IPv4 address (not `::ffff:…`) in the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unspecified_ipv6_address_serves_ipv4_and_ipv6() {
+    let server = server_with(|args| {
+        args.listen = Some("[::]:0".parse().unwrap());
+    })
+    .await;
+    let port = server.addr.port();
+    for ip in ["127.0.0.1", "[::1]"] {
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        let response = http
+            .get(format!("https://{ip}:{port}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "over {ip}");
+    }
+    // A Binding request over TCP from 127.0.0.1: XOR-MAPPED-ADDRESS must be IPv4.
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.write_all(&stun_header(0)).await.unwrap();
+    let mut answer = vec![0u8; 20];
+    stream.read_exact(&mut answer).await.unwrap();
+    let length = usize::from(u16::from_be_bytes([answer[2], answer[3]]));
+    answer.resize(20 + length, 0);
+    stream.read_exact(&mut answer[20..]).await.unwrap();
+    assert_eq!(&answer[..2], &[0x01, 0x01], "a Binding success answer");
+    let mut attributes = &answer[20..];
+    let mut family = None;
+    while attributes.len() >= 4 {
+        let kind = u16::from_be_bytes([attributes[0], attributes[1]]);
+        let size = usize::from(u16::from_be_bytes([attributes[2], attributes[3]]));
+        if kind == 0x0020 {
+            family = Some(attributes[5]);
+        }
+        attributes = &attributes[(4 + size.div_ceil(4) * 4).min(attributes.len())..];
+    }
+    assert_eq!(family, Some(0x01), "XOR-MAPPED-ADDRESS is IPv4: {answer:?}");
+}
