@@ -3,9 +3,14 @@
 // there, the reference seed app, run after run, interleaved, in the same browser.
 //
 //   node bench/call-setup/bench.mjs [--runs N] [--seed-app DIR] [--out FILE] [--no-turn]
+//                                   [--baseline-bin PATH] [--trusted-cert]
 //
 // --no-turn starts Duet without its embedded STUN/TURN relay, so joined.iceServers is
 // empty, as in the seed app's default page (a diagnostic, not the product set-up).
+// --baseline-bin PATH also runs another duet binary (an earlier build), interleaved
+// with the one under test in the same browser, and prints the ratio.
+// --trusted-cert gives the servers a certificate from a CA of the run's own that the
+// browser trusts, so joined.iceServers also holds turns: (one more allocation).
 //
 // Run it through bench/call-setup/run.sh (a loopback-only network namespace).
 //
@@ -22,11 +27,12 @@
 
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { launchBrowser, newContext } from '../../tests/browser/browser.js';
+import { makeTrustedLocalhost } from '../../tests/browser/certs.js';
 import { REPO_ROOT, duetBinary, startServer } from '../../tests/browser/server.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -40,6 +46,8 @@ const RUNS = Number(option('--runs', '12'));
 const SEED_DIR = path.resolve(option('--seed-app', path.join(REPO_ROOT, '..', 'shared', 'anchors', 'seed-app')));
 const OUT = option('--out', path.join(HERE, 'last-run.json'));
 const NO_TURN = process.argv.includes('--no-turn');
+const BASELINE_BIN = option('--baseline-bin', null);
+const TRUSTED_CERT = process.argv.includes('--trusted-cert');
 const RUN_TIMEOUT_MS = 20_000;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -180,18 +188,27 @@ const ms = (x) => `${Math.round(x)} ms`;
 async function main() {
   process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0'; // the seed app's self-signed certificate (health check only)
   const haveSeed = existsSync(path.join(SEED_DIR, 'server', 'server.js')) && existsSync(path.join(SEED_DIR, 'node_modules'));
-  const server = await startServer({ extraArgs: NO_TURN ? ['--no-turn'] : [] });
+  const ca = TRUSTED_CERT ? await makeTrustedLocalhost() : null;
+  const extraArgs = [...(NO_TURN ? ['--no-turn'] : []), ...(ca ? ['--cert', ca.cert, '--key', ca.key] : [])];
+  const server = await startServer({ extraArgs });
+  const baseline = BASELINE_BIN ? await startServer({ extraArgs, bin: path.resolve(BASELINE_BIN) }) : null;
   const seed = haveSeed ? await startSeed() : null;
-  const browser = await launchBrowser();
-  const results = { duet: [], seed: [] };
+  const browser = await launchBrowser({ args: ca ? [`--ignore-certificate-errors-spki-list=${ca.caSpki}`] : [] });
+  const results = { duet: [], baseline: [], seed: [] };
   try {
     // One warm-up run each (first page loads, codec set-up), not counted.
     await duetRun(browser, server, 'warm');
+    if (baseline) await duetRun(browser, baseline, 'warm');
     if (seed) await seedRun(browser, seed, 'warm');
     for (let i = 0; i < RUNS; i++) {
       const d = await duetRun(browser, server, i);
       results.duet.push(d);
       let line = `run ${String(i + 1).padStart(2)}: duet ${ms(d.both)} (first ${ms(d.first)}, second ${ms(d.second)})`;
+      if (baseline) {
+        const b = await duetRun(browser, baseline, i);
+        results.baseline.push(b);
+        line += `   baseline ${ms(b.both)}`;
+      }
       if (seed) {
         const s = await seedRun(browser, seed, i);
         results.seed.push(s);
@@ -202,12 +219,20 @@ async function main() {
   } finally {
     await browser.close();
     await server.stop();
+    await baseline?.stop();
     await seed?.stop();
+    if (ca) await rm(ca.dir, { recursive: true, force: true });
   }
 
   const duet = summary(results.duet);
   const seedSummary = seed ? summary(results.seed) : null;
-  console.log(`\nDuet (${duetBinary()}${NO_TURN ? ', --no-turn' : ''}), ${RUNS} runs: median ${ms(duet.both.median)}, p95 ${ms(duet.both.p95)} (min ${ms(duet.both.min)}, max ${ms(duet.both.max)})`);
+  const mode = `${NO_TURN ? ', --no-turn' : ''}${TRUSTED_CERT ? ', trusted certificate' : ''}`;
+  console.log(`\nDuet (${duetBinary()}${mode}), ${RUNS} runs: median ${ms(duet.both.median)}, p95 ${ms(duet.both.p95)} (min ${ms(duet.both.min)}, max ${ms(duet.both.max)})`);
+  const baselineSummary = baseline ? summary(results.baseline) : null;
+  if (baselineSummary) {
+    console.log(`Baseline (${BASELINE_BIN}), ${RUNS} runs: median ${ms(baselineSummary.both.median)}, p95 ${ms(baselineSummary.both.p95)} (min ${ms(baselineSummary.both.min)}, max ${ms(baselineSummary.both.max)})`);
+    console.log(`Ratio Duet / baseline: median ${(duet.both.median / baselineSummary.both.median).toFixed(2)}, p95 ${(duet.both.p95 / baselineSummary.both.p95).toFixed(2)}`);
+  }
   if (seedSummary) {
     console.log(`Seed app (${SEED_DIR}), ${RUNS} runs: median ${ms(seedSummary.both.median)}, p95 ${ms(seedSummary.both.p95)} (min ${ms(seedSummary.both.min)}, max ${ms(seedSummary.both.max)})`);
     console.log(`Ratio Duet / seed: median ${(duet.both.median / seedSummary.both.median).toFixed(2)}, p95 ${(duet.both.p95 / seedSummary.both.p95).toFixed(2)}`);
@@ -216,7 +241,7 @@ async function main() {
   }
   await writeFile(
     OUT,
-    JSON.stringify({ date: new Date().toISOString(), runs: RUNS, noTurn: NO_TURN, duet: { summary: duet, runs: results.duet }, seed: seedSummary && { summary: seedSummary, runs: results.seed } }, null, 2) + '\n',
+    JSON.stringify({ date: new Date().toISOString(), runs: RUNS, noTurn: NO_TURN, trustedCert: TRUSTED_CERT, duet: { summary: duet, runs: results.duet }, baseline: baselineSummary && { bin: BASELINE_BIN, summary: baselineSummary, runs: results.baseline }, seed: seedSummary && { summary: seedSummary, runs: results.seed } }, null, 2) + '\n',
   );
   console.log(`\nRaw figures: ${path.relative(process.cwd(), OUT)}`);
 }

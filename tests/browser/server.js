@@ -30,9 +30,11 @@ export function duetBinary() {
   return path.resolve(REPO_ROOT, bin);
 }
 
-/** Starts `duet serve` on 127.0.0.1 with a random port and waits until it listens. */
-export async function startServer({ extraArgs = [], env = {} } = {}) {
-  const bin = duetBinary();
+/**
+ * Starts `duet serve` on 127.0.0.1 with a random port and waits until it listens.
+ * `bin` runs another binary than duetBinary() (a benchmark's baseline).
+ */
+export async function startServer({ extraArgs = [], env = {}, bin = duetBinary() } = {}) {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'duet-browser-test-'));
   // DUET_TEST_WEB_DIR=web serves the page from disk (--web-dir) instead of the copy
   // embedded in the binary: handy while editing web/ without rebuilding.
