@@ -131,6 +131,20 @@ pub struct ServeArgs {
     /// Private key (PEM) of --cert.
     #[arg(long, env = "DUET_KEY", value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
+    /// Obtain and renew a certificate for the --domain names over ACME
+    /// (TLS-ALPN-01 on the HTTPS port, which must be reachable as port 443).
+    #[arg(long, env = "DUET_ACME", conflicts_with = "cert")]
+    pub acme: bool,
+    /// The ACME directory [default: Let's Encrypt's production directory].
+    #[arg(long, env = "DUET_ACME_DIRECTORY", value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// The CA (PEM) that signs the ACME directory's own HTTPS certificate, for
+    /// test directories such as pebble; without it the Web PKI roots are used.
+    #[arg(long, env = "DUET_ACME_CA", value_name = "FILE")]
+    pub acme_ca: Option<PathBuf>,
+    /// Contact address given to the ACME CA (expiry notices).
+    #[arg(long, env = "DUET_ACME_EMAIL", value_name = "ADDRESS")]
+    pub acme_email: Option<String>,
     /// Where Duet keeps its state (the generated certificate) [default: ./duet-data].
     #[arg(long, env = "DUET_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -208,6 +222,10 @@ pub struct FileConfig {
     pub turns_listen: Option<SocketAddr>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    pub acme: Option<bool>,
+    pub acme_directory: Option<String>,
+    pub acme_ca: Option<PathBuf>,
+    pub acme_email: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub domains: Vec<String>,
     pub web_dir: Option<PathBuf>,
@@ -343,8 +361,77 @@ fn parse_port_range(text: &str) -> Option<std::ops::RangeInclusive<u16>> {
 /// Where the TLS certificate comes from.
 #[derive(Debug, Clone)]
 pub enum CertificateSource {
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
     SelfSigned,
+    /// Obtained over ACME; the self-signed one is served until it arrives.
+    Acme(AcmeSettings),
+}
+
+/// Let's Encrypt's production directory, the default of `--acme-directory`.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// What `--acme` needs: the names, the CA's directory and how to trust it.
+#[derive(Debug, Clone)]
+pub struct AcmeSettings {
+    pub domains: Vec<String>,
+    pub directory: String,
+    /// Trust only this CA for the directory's HTTPS (a test CA); Web PKI otherwise.
+    pub directory_ca: Option<PathBuf>,
+    pub contact: Option<String>,
+}
+
+impl AcmeSettings {
+    fn merge(
+        domains: &[String],
+        directory: Option<String>,
+        directory_ca: Option<PathBuf>,
+        contact: Option<String>,
+    ) -> anyhow::Result<Self> {
+        if domains.is_empty() {
+            bail!("--acme needs the name the certificate is for: give it with --domain");
+        }
+        let mut names = Vec::with_capacity(domains.len());
+        for domain in domains {
+            let name = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+            let valid = name.contains('.')
+                && name.parse::<IpAddr>().is_err()
+                && name.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !valid {
+                bail!(
+                    "--acme needs DNS names, and `{domain}` is not one (ACME CAs do not certify IP addresses or single-label names)"
+                );
+            }
+            names.push(name);
+        }
+        let directory = directory.unwrap_or_else(|| LETS_ENCRYPT_DIRECTORY.to_owned());
+        if !directory.starts_with("https://") {
+            bail!("the ACME directory `{directory}` is not an https:// URL");
+        }
+        let contact = contact.map(|address| {
+            if address.starts_with("mailto:") {
+                address
+            } else {
+                format!("mailto:{address}")
+            }
+        });
+        Ok(Self {
+            domains: names,
+            directory,
+            directory_ca,
+            contact,
+        })
+    }
 }
 
 /// Everything `duet serve` needs, validated.
@@ -381,8 +468,23 @@ impl ServeConfig {
         let defaults = duet_signaling::Config::default();
         let cert = args.cert.or(file.cert);
         let key = args.key.or(file.key);
+        let domains = if args.domains.is_empty() {
+            file.domains
+        } else {
+            args.domains
+        };
+        let acme = args.acme || file.acme.unwrap_or(false);
         let certificate = match (cert, key) {
+            (Some(_), Some(_)) if acme => {
+                bail!("--acme obtains the certificate, so --cert and --key cannot be given with it")
+            }
             (Some(cert), Some(key)) => CertificateSource::Files { cert, key },
+            (None, None) if acme => CertificateSource::Acme(AcmeSettings::merge(
+                &domains,
+                args.acme_directory.or(file.acme_directory),
+                args.acme_ca.or(file.acme_ca),
+                args.acme_email.or(file.acme_email),
+            )?),
             (None, None) => CertificateSource::SelfSigned,
             (Some(_), None) => bail!("a certificate was given without its key (--key)"),
             (None, Some(_)) => bail!("a key was given without its certificate (--cert)"),
@@ -435,11 +537,7 @@ impl ServeConfig {
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("duet-data")),
-            domains: if args.domains.is_empty() {
-                file.domains
-            } else {
-                args.domains
-            },
+            domains,
             web_dir: args.web_dir.or(file.web_dir),
             allowed_origins,
             max_connections: args

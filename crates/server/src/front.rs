@@ -36,6 +36,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
+use crate::acme::ACME_TLS_ALPN;
 use crate::limits::ConnectionLimits;
 use crate::turn::Relay;
 
@@ -53,9 +54,6 @@ pub const MAX_UNSORTED_PER_ADDRESS: usize = 64;
 pub const MAX_UNSORTED: usize = 4096;
 /// Bytes read at most to sort a connection (a STUN header is 20).
 const SNIFF_BYTES: usize = 64;
-/// The ALPN protocol of ACME TLS-ALPN-01 validation: such a connection only
-/// needs the handshake.
-const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// What a connection's first bytes say it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

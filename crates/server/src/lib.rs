@@ -4,6 +4,7 @@
 //! `duet-signaling`. The binary (`main.rs`) only parses the command line and
 //! calls [`server::start`].
 
+pub mod acme;
 pub mod app;
 pub mod config;
 pub mod front;

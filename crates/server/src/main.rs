@@ -125,12 +125,18 @@ fn announce(server: &RunningServer) {
             let _ = writeln!(out, "  STUN/TURN relay off");
         }
     }
-    let origin = if server.identity.trusted {
-        "given"
+    let origin = if let Some(acme) = &server.identity.acme_for {
+        format!("self-signed until the certificate for {acme} arrives over ACME")
+    } else if server
+        .identity
+        .trusted
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        "given".to_owned()
     } else if server.identity.generated {
-        "self-signed, made now"
+        "self-signed, made now".to_owned()
     } else {
-        "self-signed, kept"
+        "self-signed, kept".to_owned()
     };
     let _ = writeln!(
         out,

@@ -63,7 +63,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     };
 
     let names = self_signed_names(&config.domains);
-    let identity = load_identity(&config.certificate, &config.data_dir, &names)?;
+    let mut identity = load_identity(&config.certificate, &config.data_dir, &names)?;
     if let CertificateSource::Files { .. } = config.certificate {
         tracing::info!(cert = %identity.cert_path.display(), "using the configured certificate");
     }
@@ -92,7 +92,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             .await?;
             relay.streams = StreamPorts {
                 https: Some(https_addr.port()),
-                tls_trusted: identity.trusted,
+                tls_trusted: Arc::clone(&identity.trusted),
             };
             Some(Arc::new(relay))
         }
@@ -120,6 +120,15 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             Ok(())
         }
     });
+
+    if let Some(acme) = identity.acme.take() {
+        let trusted = Arc::clone(&identity.trusted);
+        let shutdown = shutdown_receiver.clone();
+        tasks.spawn(async move {
+            acme.run(trusted, shutdown).await;
+            Ok(())
+        });
+    }
 
     let https_port = https_addr.port();
     let redirect = redirect_router(https_port);

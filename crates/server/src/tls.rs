@@ -8,12 +8,14 @@ use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::acme::{ACME_TLS_ALPN, Acme, CertResolver};
 use crate::config::CertificateSource;
 
 const CERT_FILE: &str = "cert.pem";
@@ -30,10 +32,16 @@ pub struct Identity {
     pub cert_path: PathBuf,
     /// True when this run made a new self-signed certificate.
     pub generated: bool,
-    /// True when browsers are expected to trust the certificate (one given by
-    /// the operator); a self-signed one is not, and Chromium refuses `turns:`
-    /// with it.
-    pub trusted: bool,
+    /// True while browsers are expected to trust the certificate served: one
+    /// given by the operator, or one from the ACME CA once it has arrived. A
+    /// self-signed one is not, and Chromium refuses `turns:` with it.
+    pub trusted: Arc<AtomicBool>,
+    /// With `--acme`: the issuance and renewal the server must drive (taken
+    /// by the server when it starts). The fields above then describe the
+    /// self-signed certificate served until the CA's arrives.
+    pub acme: Option<Acme>,
+    /// With `--acme`: the names and the directory, for humans.
+    pub acme_for: Option<String>,
 }
 
 /// Loads the configured certificate, or loads or makes the self-signed one.
@@ -44,7 +52,7 @@ pub fn load_identity(
 ) -> anyhow::Result<Identity> {
     let (cert_path, key_path, generated) = match source {
         CertificateSource::Files { cert, key } => (cert.clone(), key.clone(), false),
-        CertificateSource::SelfSigned => {
+        CertificateSource::SelfSigned | CertificateSource::Acme(_) => {
             let generated = ensure_self_signed(data_dir, names)?;
             (data_dir.join(CERT_FILE), data_dir.join(KEY_FILE), generated)
         }
@@ -56,25 +64,53 @@ pub fn load_identity(
         .map(|leaf| fingerprint(leaf.as_ref()))
         .unwrap_or_default();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut server_config = ServerConfig::builder_with_provider(provider)
+    let key_error = || {
+        format!(
+            "the key {} does not fit the certificate {}",
+            key_path.display(),
+            cert_path.display()
+        )
+    };
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .context("TLS setup failed")?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .with_context(|| {
-            format!(
-                "the key {} does not fit the certificate {}",
-                key_path.display(),
-                cert_path.display()
-            )
-        })?;
-    server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        .with_no_client_auth();
+    let mut alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let (mut server_config, acme) = match source {
+        CertificateSource::Acme(settings) => {
+            let self_signed = rustls::sign::CertifiedKey::from_der(chain, key, &provider)
+                .with_context(key_error)?;
+            let (acme, resolver) = Acme::new(settings, data_dir)?;
+            alpn.push(ACME_TLS_ALPN.to_vec());
+            let resolver = CertResolver::new(resolver, Arc::new(self_signed));
+            (builder.with_cert_resolver(Arc::new(resolver)), Some(acme))
+        }
+        _ => (
+            builder
+                .with_single_cert(chain, key)
+                .with_context(key_error)?,
+            None,
+        ),
+    };
+    server_config.alpn_protocols = alpn;
     Ok(Identity {
         server_config: Arc::new(server_config),
         fingerprint,
         cert_path,
         generated,
-        trusted: matches!(source, CertificateSource::Files { .. }),
+        trusted: Arc::new(AtomicBool::new(matches!(
+            source,
+            CertificateSource::Files { .. }
+        ))),
+        acme_for: match source {
+            CertificateSource::Acme(settings) => Some(format!(
+                "{} from {}",
+                settings.domains.join(", "),
+                settings.directory
+            )),
+            _ => None,
+        },
+        acme,
     })
 }
 

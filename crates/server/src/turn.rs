@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -50,12 +51,13 @@ pub struct Relay {
 }
 
 /// Where else clients reach the relay, over TCP and TLS: the HTTPS port.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct StreamPorts {
     /// The HTTPS port, which also serves TURN over TCP and TLS.
     pub https: Option<u16>,
-    /// True when browsers trust the HTTPS certificate, so `turns:` may be offered.
-    pub tls_trusted: bool,
+    /// True while browsers trust the HTTPS certificate, so `turns:` may be
+    /// offered (it turns true when an ACME certificate arrives).
+    pub tls_trusted: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -179,7 +181,7 @@ impl Relay {
         match self.streams.https {
             Some(https) => {
                 turn_urls.push(format!("turn:{host}:{https}?transport=tcp"));
-                if self.streams.tls_trusted {
+                if self.streams.tls_trusted.load(Ordering::Relaxed) {
                     turn_urls.push(format!("turns:{host}:{https}?transport=tcp"));
                 }
             }

@@ -166,7 +166,15 @@ async fn joined_offers_turns_when_the_certificate_is_given() {
         args.data_dir = Some(dir.clone());
     })
     .await;
-    assert!(server.server.as_ref().unwrap().identity.trusted);
+    assert!(
+        server
+            .server
+            .as_ref()
+            .unwrap()
+            .identity
+            .trusted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
     let https = server.addr.port();
     let mut client = server.connect().await;
     let joined = client.join("urls").await;
