@@ -406,13 +406,18 @@ enum Outcome {
 /// One relay socket: datagrams from peers, framed in place for the client.
 async fn run_relay(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: u16) {
     let mut buffer = vec![0u8; HEADROOM + DATAGRAM_MAX + TAILROOM];
+    // Ends with its allocation (aborted) or with the server, whichever comes first.
+    let mut shutdown = shared.shutdown.clone();
     loop {
         let Some(window) = buffer.get_mut(HEADROOM..HEADROOM + DATAGRAM_MAX) else {
             return;
         };
-        let (len, peer) = match socket.recv_from(window).await {
-            Ok(received) => received,
-            Err(_) => continue,
+        let (len, peer) = tokio::select! {
+            received = socket.recv_from(window) => match received {
+                Ok(received) => received,
+                Err(_) => continue,
+            },
+            _ = shutdown.changed() => return,
         };
         let mut inner = shared.lock();
         let Some(delivery) = inner

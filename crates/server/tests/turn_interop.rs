@@ -226,3 +226,54 @@ async fn joined_carries_stun_and_turn_with_per_session_credentials() {
         .unwrap();
     assert!(!page.contains(SECRET));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_tasks_end_with_the_server() {
+    let mut server = relay().await;
+    let peer = EchoPeer::start();
+    let turn = server.server.as_ref().unwrap().turn_addr.unwrap();
+    let allocations = |server: &TestServer| {
+        server
+            .server
+            .as_ref()
+            .unwrap()
+            .relay_stats()
+            .unwrap()
+            .allocations
+    };
+    // uclient killed in the middle of its run leaves its allocations behind,
+    // each with a relay socket and the task that reads it.
+    let mut child = Command::new(coturn_tool("turnutils_uclient"))
+        .args(["-c", "-n", "5000", "-m", "4", "-z", "20", "-l", "100"])
+        .args(["-u", "alice", "-w", "wonderland"])
+        .args(["-p", &turn.port().to_string(), "-e", "127.0.0.1"])
+        .args(["-r", &peer.port.to_string(), "127.0.0.1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while allocations(&server) < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "uclient did not allocate"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(allocations(&server) >= 4);
+
+    let metrics = tokio::runtime::Handle::current().metrics();
+    server.stop().await;
+    // Every task the server spawned has ended, the relay sockets' readers included.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while metrics.num_alive_tasks() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} tasks outlived the server",
+            metrics.num_alive_tasks()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
