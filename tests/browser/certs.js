@@ -41,9 +41,12 @@ export async function makeTrustedLocalhost() {
   );
   const chain = (await readFile(path.join(dir, 'leaf.pem'), 'utf8')) + (await readFile(path.join(dir, 'ca.pem'), 'utf8'));
   await writeFile(path.join(dir, 'chain.pem'), chain);
-  const spkiDer = execFileSync('sh', ['-c', 'openssl x509 -in ca.pem -pubkey -noout | openssl pkey -pubin -outform der'], {
-    cwd: dir,
-  });
-  const caSpki = createHash('sha256').update(spkiDer).digest('base64');
-  return { dir, cert: path.join(dir, 'chain.pem'), key: path.join(dir, 'key.pem'), caSpki };
+  const caSpki = spkiHash(path.join(dir, 'ca.pem'));
+  return { dir, cert: path.join(dir, 'chain.pem'), key: path.join(dir, 'key.pem'), caPem: path.join(dir, 'ca.pem'), caSpki };
+}
+
+/** Base64 SHA-256 of the SubjectPublicKeyInfo of the certificate in `pemPath`. */
+export function spkiHash(pemPath) {
+  const spkiDer = execFileSync('sh', ['-c', 'openssl x509 -in "$1" -pubkey -noout | openssl pkey -pubin -outform der', 'sh', pemPath]);
+  return createHash('sha256').update(spkiDer).digest('base64');
 }

@@ -9,10 +9,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { rm } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 
 import { launchBrowser, newContext, newPage } from './browser.js';
-import { makeTrustedLocalhost } from './certs.js';
+import { makeTrustedLocalhost, spkiHash } from './certs.js';
+import { startPebble } from './pebble.js';
 import { startServer } from './server.js';
 
 let server;
@@ -193,5 +195,42 @@ test('a relay-only call over TURN/TLS on the HTTPS port, with a trusted certific
     await tlsBrowser.close();
     await trusted.stop();
     await rm(ca.dir, { recursive: true, force: true });
+  }
+});
+
+test('a relay-only call over TURN/TLS on port 443 with a certificate duet obtained over ACME (pebble) decodes video on both sides', { timeout: 120_000 }, async () => {
+  const domain = 'call.duet.test';
+  // The test CA signs pebble's own HTTPS; duet trusts it with --acme-ca.
+  const listener = await makeTrustedLocalhost();
+  const pebble = await startPebble({ tlsPort: 443, listener, dir: listener.dir });
+  let duet = null;
+  let acmeBrowser = null;
+  try {
+    duet = await startServer({
+      listen: '127.0.0.1:443',
+      extraArgs: ['--acme', '--domain', domain, '--acme-directory', pebble.directory, '--acme-ca', listener.caPem],
+    });
+    const deadline = Date.now() + 60_000;
+    while (!duet.output().includes('obtained a new certificate over ACME')) {
+      assert.ok(Date.now() < deadline, `no ACME certificate within 60 s:\n${duet.output()}`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    // Chromium trusts pebble's root and intermediate (made at pebble's start) and
+    // resolves the name to loopback, as a browser would resolve the real one.
+    const spkis = [];
+    for (const [name, pem] of [['root', await pebble.root()], ['intermediate', await pebble.intermediate()]]) {
+      const file = path.join(listener.dir, `pebble-${name}.pem`);
+      await writeFile(file, pem);
+      spkis.push(spkiHash(file));
+    }
+    acmeBrowser = await launchBrowser({
+      args: [`--ignore-certificate-errors-spki-list=${spkis.join(',')}`, `--host-resolver-rules=MAP ${domain} 127.0.0.1`],
+    });
+    await relayOnlyCall({ server: { url: `https://${domain}` }, browser: acmeBrowser }, { scheme: 'turns', transport: 'tcp', relayProtocol: 'tls' });
+  } finally {
+    await acmeBrowser?.close();
+    await duet?.stop();
+    await pebble.stop();
+    await rm(listener.dir, { recursive: true, force: true });
   }
 });

@@ -32,9 +32,10 @@ export function duetBinary() {
 
 /**
  * Starts `duet serve` on 127.0.0.1 with a random port and waits until it listens.
- * `bin` runs another binary than duetBinary() (a benchmark's baseline).
+ * `bin` runs another binary than duetBinary() (a benchmark's baseline); `listen`
+ * another address than a free port of 127.0.0.1.
  */
-export async function startServer({ extraArgs = [], env = {}, bin = duetBinary() } = {}) {
+export async function startServer({ extraArgs = [], env = {}, bin = duetBinary(), listen = '127.0.0.1:0' } = {}) {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'duet-browser-test-'));
   // DUET_TEST_WEB_DIR=web serves the page from disk (--web-dir) instead of the copy
   // embedded in the binary: handy while editing web/ without rebuilding.
@@ -42,7 +43,7 @@ export async function startServer({ extraArgs = [], env = {}, bin = duetBinary()
   // The embedded STUN/TURN relay listens on a free port (tests may run servers side by
   // side) and may relay to loopback, where the test browsers are.
   const turn = ['--turn-listen', '127.0.0.1:0', '--allow-peer', '127.0.0.0/8'];
-  const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, ...turn, ...webDir, ...extraArgs];
+  const args = ['serve', '--listen', listen, '--data-dir', dataDir, ...turn, ...webDir, ...extraArgs];
   // The server reads DUET_* variables (DUET_CONFIG, DUET_LISTEN, …): none of the
   // caller's may leak in, only what the test passes in `env`.
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('DUET_')));
