@@ -225,13 +225,13 @@ async fn a_certificate_is_obtained_served_and_renewed_over_tls_alpn() {
     let root = pebble.root().await;
 
     let server = TestServer::with(|args| {
-        args.listen = Some(SocketAddr::from(([127, 0, 0, 1], port)));
-        args.domains = vec![DOMAIN.to_owned()];
-        args.acme = true;
-        args.acme_directory = Some(pebble.directory.clone());
-        args.acme_ca = Some(pebble.listener_ca.clone());
-        args.acme_email = Some("ops@duet.test".to_owned());
-        args.data_dir = Some(dir.join("data"));
+        args.options.listen = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+        args.options.domains = vec![DOMAIN.to_owned()];
+        args.options.acme = true;
+        args.options.acme_directory = Some(pebble.directory.clone());
+        args.options.acme_ca = Some(pebble.listener_ca.clone());
+        args.options.acme_email = Some("ops@duet.test".to_owned());
+        args.state.data_dir = Some(dir.join("data"));
     })
     .await;
     let identity = &server.server.as_ref().unwrap().identity;

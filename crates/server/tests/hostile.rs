@@ -80,8 +80,8 @@ fn random_frames_get_answers_or_clean_closes_and_other_rooms_are_unaffected() {
         .unwrap();
     let server = runtime.block_on(TestServer::with(|args| {
         // Many cases run over one server from one address.
-        args.max_connections_per_ip = Some(1000);
-        args.rate_limit_burst = Some(1000);
+        args.options.max_connections_per_ip = Some(1000);
+        args.options.rate_limit_burst = Some(1000);
     }));
     let (calm_a, calm_b, _, _) = runtime.block_on(pair(&server, "calm"));
     let calm = tokio::sync::Mutex::new((calm_a, calm_b));

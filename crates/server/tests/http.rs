@@ -68,7 +68,7 @@ async fn joins_are_measured_in_the_latency_histogram() {
 #[tokio::test]
 async fn a_foreign_origin_is_refused_with_403() {
     let server = TestServer::with(|args| {
-        args.allowed_origins = vec!["https://app.example.org".to_owned()];
+        args.options.allowed_origins = vec!["https://app.example.org".to_owned()];
     })
     .await;
     let own = format!("https://localhost:{}", server.addr.port());
@@ -89,8 +89,8 @@ async fn a_foreign_origin_is_refused_with_403() {
 #[tokio::test]
 async fn connection_caps_refuse_with_429_and_503() {
     let server = TestServer::with(|args| {
-        args.max_connections_per_ip = Some(2);
-        args.max_connections = Some(3);
+        args.options.max_connections_per_ip = Some(2);
+        args.options.max_connections = Some(3);
     })
     .await;
     let first = server.connect().await;
@@ -102,8 +102,8 @@ async fn connection_caps_refuse_with_429_and_503() {
     assert_eq!(status_of(server.try_connect(None).await), None);
 
     let total = TestServer::with(|args| {
-        args.max_connections_per_ip = Some(10);
-        args.max_connections = Some(1);
+        args.options.max_connections_per_ip = Some(10);
+        args.options.max_connections = Some(1);
     })
     .await;
     let _only = total.connect().await;
@@ -113,7 +113,7 @@ async fn connection_caps_refuse_with_429_and_503() {
 #[tokio::test]
 async fn plain_http_redirects_to_https() {
     let server = TestServer::with(|args| {
-        args.http_listen = Some("127.0.0.1:0".parse().unwrap());
+        args.options.http_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
     let http_addr = server.server.as_ref().unwrap().http_addr.unwrap();
@@ -139,7 +139,7 @@ async fn the_certificate_is_reused_across_runs() {
     let fingerprint = first.server.as_ref().unwrap().identity.fingerprint.clone();
     let dir = first.data_dir.clone();
     first.stop().await;
-    let second = TestServer::with(|args| args.data_dir = Some(dir.clone())).await;
+    let second = TestServer::with(|args| args.state.data_dir = Some(dir.clone())).await;
     let identity = &second.server.as_ref().unwrap().identity;
     assert!(!identity.generated);
     assert_eq!(identity.fingerprint, fingerprint);

@@ -85,7 +85,7 @@ async fn turn_over_tcp_and_tls_on_the_https_port_while_it_serves_the_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_turns_port_relays_over_tls_and_closes_http() {
     let server = server_with(|args| {
-        args.turns_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        args.options.turns_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     })
     .await;
     let turns = server.server.as_ref().unwrap().turns_addr.unwrap();
@@ -161,9 +161,9 @@ async fn joined_offers_turns_when_the_certificate_is_given() {
     std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
     let server = server_with(|args| {
-        args.cert = Some(dir.join("cert.pem"));
-        args.key = Some(dir.join("key.pem"));
-        args.data_dir = Some(dir.clone());
+        args.options.cert = Some(dir.join("cert.pem"));
+        args.options.key = Some(dir.join("key.pem"));
+        args.state.data_dir = Some(dir.clone());
     })
     .await;
     assert!(
@@ -305,7 +305,7 @@ async fn wait_until(mut condition: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_unspecified_ipv6_address_serves_ipv4_and_ipv6() {
     let server = server_with(|args| {
-        args.listen = Some("[::]:0".parse().unwrap());
+        args.options.listen = Some("[::]:0".parse().unwrap());
     })
     .await;
     let port = server.addr.port();

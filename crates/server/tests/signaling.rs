@@ -125,7 +125,7 @@ async fn close_code_4000_keeps_the_seat_for_a_resume() {
 
 #[tokio::test]
 async fn after_the_grace_period_the_peer_gets_bye_and_the_client_is_new() {
-    let server = TestServer::with(|args| args.resume_grace_secs = Some(1)).await;
+    let server = TestServer::with(|args| args.options.resume_grace_secs = Some(1)).await;
     let (a, mut b, joined_a, _) = pair(&server, "late").await;
     a.drop_abruptly();
     let started = Instant::now();
@@ -157,7 +157,7 @@ async fn resume_on_a_new_connection_replaces_the_old_one() {
 
 #[tokio::test]
 async fn a_silent_connection_is_dropped_and_its_peer_gets_bye() {
-    let server = TestServer::with(|args| args.silence_timeout_secs = Some(2)).await;
+    let server = TestServer::with(|args| args.options.silence_timeout_secs = Some(2)).await;
     let (a, mut b, joined_a, _) = pair(&server, "silent").await;
     // `a` stops reading, so its client never answers the server's pings. `b`
     // keeps reading (and so answers pings) the whole time.
@@ -185,7 +185,7 @@ async fn a_silent_connection_is_dropped_and_its_peer_gets_bye() {
 
 #[tokio::test]
 async fn a_live_connection_survives_beyond_the_silence_timeout() {
-    let server = TestServer::with(|args| args.silence_timeout_secs = Some(2)).await;
+    let server = TestServer::with(|args| args.options.silence_timeout_secs = Some(2)).await;
     let mut a = server.connect().await;
     assert_eq!(a.join("alive").await["type"], "joined");
     // Reading answers the server's pings, which is all a browser does.
@@ -264,8 +264,8 @@ async fn a_frame_over_64_kib_closes_with_1009_and_the_peer_gets_bye() {
 #[tokio::test]
 async fn a_flood_is_refused_then_closed_with_1008() {
     let server = TestServer::with(|args| {
-        args.rate_limit_burst = Some(10);
-        args.rate_limit_per_second = Some(5);
+        args.options.rate_limit_burst = Some(10);
+        args.options.rate_limit_per_second = Some(5);
     })
     .await;
     let (mut a, mut b, joined_a, _) = pair(&server, "flood").await;
@@ -303,8 +303,8 @@ async fn other_rooms_are_undisturbed_by_a_misbehaving_client() {
 #[tokio::test]
 async fn a_slow_reader_is_disconnected_not_buffered() {
     let server = TestServer::with(|args| {
-        args.rate_limit_burst = Some(100_000);
-        args.rate_limit_per_second = Some(100_000);
+        args.options.rate_limit_burst = Some(100_000);
+        args.options.rate_limit_per_second = Some(100_000);
     })
     .await;
     let (mut fast, slow, _, joined_slow) = pair(&server, "slow").await;
