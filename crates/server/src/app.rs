@@ -34,6 +34,8 @@ pub struct AppState {
     pub allowed_origins: Vec<String>,
     pub web_dir: Option<PathBuf>,
     pub shutdown: watch::Receiver<bool>,
+    /// True once the server drains (SIGTERM): no new signaling connections.
+    pub draining: watch::Receiver<bool>,
     /// The embedded relay, which makes per-session TURN credentials.
     pub relay: Option<Arc<crate::turn::Relay>>,
     /// `iceServers` from the configuration file, given to every client as well.
@@ -43,6 +45,15 @@ pub struct AppState {
 }
 
 /// Every route of the server.
+/// `ok`, or 503 while the server drains, so a load balancer stops sending callers.
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    if *state.draining.borrow() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        "ok\n".into_response()
+    }
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     let web = match &state.web_dir {
         Some(dir) => Router::new().fallback_service(tower_http::services::ServeDir::new(dir)),
@@ -52,7 +63,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     };
     Router::new()
         .route("/ws", get(upgrade))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .with_state(state)
         .merge(web)
@@ -105,6 +116,15 @@ async fn upgrade(
         )
             .into_response();
     }
+    if *state.draining.borrow() {
+        state.metrics.refuse_upgrade("draining");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "2")],
+            "the server is restarting; try again in a moment\n",
+        )
+            .into_response();
+    }
     let permit = match state.limits.try_acquire(peer.ip()) {
         Ok(permit) => permit,
         Err(Refusal::ServerFull) => {
@@ -126,6 +146,7 @@ async fn upgrade(
     };
     let signaling = Arc::clone(&state.signaling);
     let shutdown = state.shutdown.clone();
+    let draining = state.draining.clone();
     let ice_servers = session_ice_servers(&state, &headers);
     upgrade
         .max_message_size(MAX_FRAME_BYTES)
@@ -133,7 +154,9 @@ async fn upgrade(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(1024 * 1024)
-        .on_upgrade(move |socket| crate::ws::run(socket, signaling, permit, ice_servers, shutdown))
+        .on_upgrade(move |socket| {
+            crate::ws::run(socket, signaling, permit, ice_servers, shutdown, draining)
+        })
 }
 
 /// The relay's STUN/TURN entries with credentials for this session, plus the

@@ -240,6 +240,9 @@ options! {
         value rate_limit_burst: u32 = "200",
             flag "rate-limit-burst", env "DUET_RATE_LIMIT_BURST", key "rate_limit_burst", name "N", hide false,
             help "Messages a connection may send in a burst";
+        value drain_timeout_secs: u64 = "30",
+            flag "drain-timeout-secs", env "DUET_DRAIN_TIMEOUT_SECS", key "drain_timeout_secs", name "SECS", hide false,
+            help "On SIGTERM, seconds relayed calls may go on before the server stops (it stops sooner when none is left)";
     }
 }
 
@@ -535,6 +538,8 @@ pub struct ServeConfig {
     pub allowed_origins: Vec<String>,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// How long a drain (SIGTERM) waits for relayed calls to end.
+    pub drain_timeout: Duration,
     pub log: String,
     pub signaling: duet_signaling::Config,
     /// The embedded relay; `None` when it is off.
@@ -596,6 +601,7 @@ impl ServeConfig {
             allowed_origins,
             max_connections: values.max_connections,
             max_connections_per_ip: values.max_connections_per_ip,
+            drain_timeout: Duration::from_secs(values.drain_timeout_secs),
             log: state.log,
             turn,
             signaling: duet_signaling::Config {

@@ -114,6 +114,9 @@ pub struct Front {
     /// The relay, when it is on.
     pub relay: Option<Arc<Relay>>,
     pub shutdown: watch::Receiver<bool>,
+    /// True once the server drains: the listener stops accepting (connections
+    /// already accepted go on).
+    pub draining: watch::Receiver<bool>,
     pub unsorted: Arc<ConnectionLimits>,
 }
 
@@ -126,6 +129,7 @@ impl Front {
         redirect: Router,
         relay: Option<Arc<Relay>>,
         shutdown: watch::Receiver<bool>,
+        draining: watch::Receiver<bool>,
     ) -> Arc<Self> {
         Arc::new(Self {
             role,
@@ -134,16 +138,26 @@ impl Front {
             redirect,
             relay,
             shutdown,
+            draining,
             unsorted: ConnectionLimits::new(MAX_UNSORTED, MAX_UNSORTED_PER_ADDRESS),
         })
     }
 }
 
-/// Accepts connections until shutdown; each is sorted and served by a task of its own.
+/// Accepts connections until the server drains or shuts down (then the
+/// listener is closed); each is sorted and served by a task of its own.
 pub async fn serve(listener: TcpListener, front: Arc<Front>) -> anyhow::Result<()> {
     let listening = listener.local_addr()?;
     let mut shutdown = front.shutdown.clone();
-    while let Some((stream, client)) = accept(&listener, &mut shutdown).await {
+    let mut draining = front.draining.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = accept(&listener, &mut shutdown) => accepted,
+            () = stopping(&mut draining) => None,
+        };
+        let Some((stream, client)) = accepted else {
+            break;
+        };
         let Ok(permit) = front.unsorted.try_acquire(client.ip()) else {
             tracing::debug!(%client, "too many unsorted connections; closed");
             continue;

@@ -81,12 +81,31 @@ fn relay_only(config: RelayConfig) -> anyhow::Result<()> {
 
 fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let runtime = prepare(&config.log)?;
+    let drain_timeout = config.drain_timeout;
     runtime.block_on(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
         let mut server = start(config).await?;
         announce(&server);
         tokio::select! {
-            signal = shutdown_signal() => {
-                signal?;
+            _ = terminate.recv() => {
+                // SIGTERM (systemd, Kubernetes, a rolling restart): drain. A
+                // second SIGTERM or a SIGINT meanwhile stops at once.
+                tracing::info!(deadline_secs = drain_timeout.as_secs(), "draining: clients are told to reconnect, relayed calls may finish");
+                tokio::select! {
+                    drained = server.drain(drain_timeout) => tracing::info!(
+                        took_ms = drained.took.as_millis(),
+                        connections_left = drained.connections_left,
+                        allocations_left = drained.allocations_left,
+                        "drained; stopped"
+                    ),
+                    _ = terminate.recv() => tracing::info!("stopped during the drain"),
+                    _ = interrupt.recv() => tracing::info!("stopped during the drain"),
+                }
+                Ok(())
+            }
+            _ = interrupt.recv() => {
                 tracing::info!("shutting down");
                 server.shutdown().await;
                 Ok(())

@@ -42,10 +42,23 @@ pub struct RunningServer {
     /// UDP/TCP address of the embedded relay, when on.
     pub turn_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
+    draining: watch::Sender<bool>,
     tasks: JoinSet<anyhow::Result<()>>,
     /// Connections of the HTTPS port not yet sorted by protocol.
     unsorted: Arc<ConnectionLimits>,
 }
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Drained {
+    pub took: Duration,
+    /// Signaling connections and relay allocations still there at the deadline.
+    pub connections_left: usize,
+    pub allocations_left: usize,
+}
+
+/// How often a drain checks whether everyone has gone.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
 
 /// Binds, loads the certificate and starts serving.
 pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
@@ -71,6 +84,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let metrics = Arc::new(Metrics::new());
     let signaling = Signaling::new(config.signaling.clone(), Arc::clone(&metrics));
     let (shutdown, shutdown_receiver) = watch::channel(false);
+    let (draining, draining_receiver) = watch::channel(false);
     let mut allowed_origins = config.allowed_origins.clone();
     for domain in &config.domains {
         allowed_origins.push(format!("https://{}", domain.to_ascii_lowercase()));
@@ -106,6 +120,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         allowed_origins,
         web_dir: config.web_dir.clone(),
         shutdown: shutdown_receiver.clone(),
+        draining: draining_receiver.clone(),
         relay,
         extra_ice_servers: config.signaling.ice_servers.clone(),
         default_host: config.domains.first().cloned(),
@@ -140,6 +155,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             redirect.clone(),
             relay.clone(),
             shutdown_receiver.clone(),
+            draining_receiver.clone(),
         )
     };
     let https_front = front(Role::Https);
@@ -183,6 +199,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         state,
         turn_addr,
         shutdown,
+        draining,
         tasks,
         unsorted,
     })
@@ -197,6 +214,37 @@ impl RunningServer {
     /// Connections of the HTTPS port still being sorted (read, handshaken).
     pub fn unsorted_connections(&self) -> usize {
         self.unsorted.total()
+    }
+
+    /// Drains, then shuts down (SIGTERM): stops accepting connections (the
+    /// HTTPS listener closes, `/healthz` and WebSocket upgrades answer 503),
+    /// closes every WebSocket with 1012 so clients come back with their resume
+    /// token (nobody is told `bye`), refuses new relay allocations (508) and
+    /// lets the existing ones go on until they end or `deadline` passes.
+    pub async fn drain(self, deadline: Duration) -> Drained {
+        let started = tokio::time::Instant::now();
+        let _ = self.draining.send(true);
+        if let Some(relay) = &self.state.relay {
+            relay.stop_allocating();
+        }
+        let relay = self.state.relay.clone();
+        let busy = || {
+            let allocations = relay.as_ref().map_or(0, |relay| relay.stats().allocations);
+            (self.state.limits.total(), allocations)
+        };
+        let until = started + deadline;
+        let mut left = busy();
+        while left != (0, 0) && tokio::time::Instant::now() < until {
+            tokio::time::sleep(DRAIN_POLL).await;
+            left = busy();
+        }
+        let drained = Drained {
+            took: started.elapsed(),
+            connections_left: left.0,
+            allocations_left: left.1,
+        };
+        self.shutdown().await;
+        drained
     }
 
     /// Closes every WebSocket with 1001, stops accepting, and waits (bounded) for the tasks.

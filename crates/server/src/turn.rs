@@ -213,6 +213,11 @@ impl Relay {
         self.shared.lock().core.stats()
     }
 
+    /// New allocations are refused from now on; the existing ones go on (draining).
+    pub fn stop_allocating(&self) {
+        self.shared.lock().core.stop_allocating();
+    }
+
     /// Stream (TCP and TLS) client connections open now.
     pub fn stream_connections(&self) -> usize {
         self.shared.stream_limits.total()

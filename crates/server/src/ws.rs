@@ -1,7 +1,7 @@
 //! One signaling WebSocket connection: its single task reads frames into the
 //! hub, writes what the hub queued for it, and pings it.
 //!
-//! Priority inside the loop (a `biased` select): shutdown first, then
+//! Priority inside the loop (a `biased` select): shutdown and draining first, then
 //! outbound messages (so a busy reader cannot starve its own answers), then
 //! incoming frames, then the ping timer. Every write has a deadline, so a peer
 //! that stops reading cannot hold the task forever.
@@ -36,6 +36,7 @@ pub async fn run(
     permit: Permit,
     ice_servers: Option<Arc<[duet_signaling::IceServer]>>,
     mut shutdown: watch::Receiver<bool>,
+    mut draining: watch::Receiver<bool>,
 ) {
     let (connection, mut outbound) = signaling.connect_with(ice_servers);
     let ping_every = (signaling.silence_timeout() / 3).max(Duration::from_millis(500));
@@ -49,6 +50,13 @@ pub async fn run(
             // `bye`: the other member did not leave, the server did.
             _ = shutdown.changed() => {
                 break Ending::Close(CloseCode::GoingAway.number(), "server shutting down");
+            }
+            // Draining (SIGTERM): the client is told to come back with its
+            // resume token; its seat waits as for a lost connection, so nobody
+            // is told `bye`.
+            () = crate::front::stopping(&mut draining) => {
+                signaling.disconnect(connection, Disconnect::Lost);
+                break Ending::Close(CloseCode::Restarting.number(), "server restarting; reconnect");
             }
             next = outbound.recv() => match next {
                 Some(Outbound::Text(text)) => {

@@ -331,6 +331,9 @@ impl fmt::Display for ErrorCode {
 pub enum CloseCode {
     /// 1001: the server is shutting down.
     GoingAway,
+    /// 1012: the server is restarting (draining): reconnect, with the resume
+    /// token, in a moment (to this server's successor, or another node).
+    Restarting,
     /// 1008: the client broke a rule (rate limit) and kept on.
     PolicyViolation,
     /// 1009: a frame over the size limit.
@@ -350,6 +353,7 @@ impl CloseCode {
     pub fn number(self) -> u16 {
         match self {
             CloseCode::GoingAway => 1001,
+            CloseCode::Restarting => 1012,
             CloseCode::PolicyViolation => 1008,
             CloseCode::MessageTooBig => 1009,
             CloseCode::Replaced => 4001,

@@ -156,6 +156,8 @@ pub struct Server {
     reflection: ReflectionBudget,
     /// The `now` of the input being handled.
     now: Instant,
+    /// Set by [`Server::stop_allocating`]: the server is draining.
+    draining: bool,
 }
 
 impl Server {
@@ -191,6 +193,7 @@ impl Server {
             stats: Stats::default(),
             reflection: ReflectionBudget::default(),
             now,
+            draining: false,
         }
     }
 
@@ -334,6 +337,13 @@ impl Server {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.expiries.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Refuses new allocations from now on (508, "Server Draining"), while
+    /// the existing ones go on being refreshed and relayed until they end:
+    /// what a server shutting down gracefully does.
+    pub fn stop_allocating(&mut self) {
+        self.draining = true;
     }
 
     pub fn stats(&self) -> Stats {
@@ -552,6 +562,9 @@ impl Server {
             if !family_ok {
                 return self.reply_error(from, request, &auth, 440, "Address Family not Supported");
             }
+        }
+        if self.draining {
+            return self.reply_error(from, request, &auth, 508, "Server Draining");
         }
         let user_count = self.per_user.get(&auth.username).copied().unwrap_or(0);
         if self.allocations.len() + self.pending.len() >= self.config.max_allocations

@@ -840,3 +840,36 @@ fn a_send_indication_with_a_fingerprint_forwards_exactly_its_data() {
     let message = Message::from_bytes(&delivered).unwrap();
     assert_eq!(message.attribute::<Data>().unwrap().data(), &payload[..]);
 }
+
+#[test]
+fn a_draining_server_refuses_new_allocations_and_keeps_the_old_ones() {
+    let mut h = Harness::new(config());
+    let kept = client(1);
+    h.allocate(kept, "alice", "wonderland");
+    h.server.stop_allocating();
+    let from = client(2);
+    let nonce = h.nonce(from);
+    let request = build(
+        ALLOCATE,
+        &[&RequestedTransport::new(17)],
+        Some(("alice", "wonderland", &nonce)),
+    );
+    let (_, answers) = h.client_sends(from, &request);
+    assert_eq!(
+        error_code(&Message::from_bytes(&answers[0]).unwrap()),
+        Some(508)
+    );
+    // The allocation made before goes on: it can be refreshed, and it ends as usual.
+    let answer = h.request(kept, REFRESH, &[&Lifetime::new(600)]);
+    assert_eq!(
+        Message::from_bytes(&answer).unwrap().class(),
+        MessageClass::Success
+    );
+    assert_eq!(h.server.stats().allocations, 1);
+    let answer = h.request(kept, REFRESH, &[&Lifetime::new(0)]);
+    assert_eq!(
+        Message::from_bytes(&answer).unwrap().class(),
+        MessageClass::Success
+    );
+    assert_eq!(h.server.stats().allocations, 0);
+}
