@@ -153,7 +153,9 @@ async fn upgrade(
         .max_frame_size(MAX_FRAME_BYTES)
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .max_write_buffer_size(1024 * 1024)
+        // One frame being written at most (write_buffer_size 0 flushes each):
+        // with the outbox, what a client that does not read can cost.
+        .max_write_buffer_size(MAX_FRAME_BYTES + 64 * 1024)
         .on_upgrade(move |socket| {
             crate::ws::run(socket, signaling, permit, ice_servers, shutdown, draining)
         })

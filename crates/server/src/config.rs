@@ -222,6 +222,9 @@ options! {
         value silence_timeout_secs: u64 = "30",
             flag "silence-timeout-secs", env "DUET_SILENCE_TIMEOUT_SECS", key "silence_timeout_secs", name "SECS", hide false,
             help "Seconds without any frame before a connection is dropped";
+        value join_timeout_secs: u64 = "10",
+            flag "join-timeout-secs", env "DUET_JOIN_TIMEOUT_SECS", key "join_timeout_secs", name "SECS", hide false,
+            help "Seconds a WebSocket may stay open without sending `join` (then closed with 4004)";
         value resume_grace_secs: u64 = "20",
             flag "resume-grace-secs", env "DUET_RESUME_GRACE_SECS", key "resume_grace_secs", name "SECS", hide false,
             help "Seconds a lost connection's seat waits for a resume (0: no resume)";
@@ -574,6 +577,9 @@ impl ServeConfig {
             (Some(_), None) => bail!("a certificate was given without its key (--key)"),
             (None, Some(_)) => bail!("a key was given without its certificate (--cert)"),
         };
+        if values.join_timeout_secs == 0 {
+            bail!("the join timeout must be at least 1 second");
+        }
         if values.silence_timeout_secs < 2 {
             bail!("the silence timeout must be at least 2 seconds");
         }
@@ -607,6 +613,7 @@ impl ServeConfig {
             signaling: duet_signaling::Config {
                 silence_timeout: Duration::from_secs(values.silence_timeout_secs),
                 resume_grace: Duration::from_secs(values.resume_grace_secs),
+                join_timeout: Duration::from_secs(values.join_timeout_secs),
                 max_rooms: values.max_rooms,
                 rate_limit: duet_signaling::RateLimit {
                     burst: values.rate_limit_burst,
@@ -692,6 +699,7 @@ mod tests {
         let hub = duet_signaling::Config::default();
         assert_eq!(config.signaling.silence_timeout, hub.silence_timeout);
         assert_eq!(config.signaling.resume_grace, hub.resume_grace);
+        assert_eq!(config.signaling.join_timeout, hub.join_timeout);
         assert_eq!(config.signaling.max_rooms, hub.max_rooms);
         assert_eq!(config.signaling.rate_limit.burst, hub.rate_limit.burst);
         assert_eq!(

@@ -10,6 +10,7 @@ pub mod config;
 pub mod front;
 pub mod limits;
 pub mod metrics;
+pub mod outbox;
 pub mod server;
 pub mod signaling;
 pub mod tls;

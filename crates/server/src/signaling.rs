@@ -3,8 +3,9 @@
 //!
 //! Owns the hand-off between connection tasks and the hub. It must not block:
 //! every hub call is short and done under a plain mutex, and outbound messages
-//! go into bounded per-connection queues with `try_send`; a connection whose
-//! queue is full is a slow reader and is dropped rather than buffered.
+//! go into per-connection queues bounded in messages and bytes (`outbox.rs`);
+//! a connection whose queue is full is a slow reader and is dropped (4003)
+//! rather than buffered.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,19 +17,10 @@ use axum::extract::ws::Utf8Bytes;
 use duet_signaling::{
     CloseCode, ConnectionId, Disconnect, Hub, MessageKind, Output, ServerMessage,
 };
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::metrics::Metrics;
-
-/// Messages waiting for one slow connection before it is dropped.
-pub const OUTBOUND_QUEUE: usize = 256;
-
-/// What a connection task must write.
-#[derive(Debug)]
-pub enum Outbound {
-    Text(Utf8Bytes),
-    Close(u16, &'static str),
-}
+use crate::outbox::{Inbox, Outbox, outbox};
 
 #[derive(Debug)]
 pub struct Signaling {
@@ -42,7 +34,7 @@ pub struct Signaling {
 #[derive(Debug)]
 struct Inner {
     hub: Hub,
-    outboxes: HashMap<ConnectionId, mpsc::Sender<Outbound>>,
+    outboxes: HashMap<ConnectionId, Outbox>,
     /// When the timer task will wake next.
     timer_at: Option<Instant>,
 }
@@ -68,7 +60,7 @@ impl Signaling {
     }
 
     /// Registers a new connection; the receiver is its outbound queue.
-    pub fn connect(&self) -> (ConnectionId, mpsc::Receiver<Outbound>) {
+    pub fn connect(&self) -> (ConnectionId, Inbox) {
         self.connect_with(None)
     }
 
@@ -76,9 +68,9 @@ impl Signaling {
     pub fn connect_with(
         &self,
         ice_servers: Option<Arc<[duet_signaling::IceServer]>>,
-    ) -> (ConnectionId, mpsc::Receiver<Outbound>) {
+    ) -> (ConnectionId, Inbox) {
         let connection = ConnectionId(self.next_connection.fetch_add(1, Ordering::Relaxed));
-        let (sender, receiver) = mpsc::channel(OUTBOUND_QUEUE);
+        let (sender, receiver) = outbox();
         self.metrics.connections_total.inc();
         self.metrics.connections.inc();
         self.with_hub(|inner, now| {
@@ -178,7 +170,7 @@ impl Signaling {
                     let Some(outbox) = inner.outboxes.get(&to) else {
                         continue;
                     };
-                    if outbox.try_send(Outbound::Text(text)).is_err() {
+                    if outbox.push(text).is_err() {
                         // A slow reader: dropping its sender ends its task,
                         // which closes the socket with 4003.
                         inner.outboxes.remove(&to);
@@ -195,8 +187,7 @@ impl Signaling {
                     self.metrics.close(code.number());
                     if let Some(outbox) = inner.outboxes.remove(&connection) {
                         self.metrics.connections.dec();
-                        // If the queue is full the task sees the channel end and closes anyway.
-                        let _ = outbox.try_send(Outbound::Close(code.number(), reason));
+                        outbox.close(code.number(), reason);
                     }
                 }
             }

@@ -16,7 +16,8 @@ use tokio::sync::watch;
 use tokio::time::{MissedTickBehavior, timeout};
 
 use crate::limits::Permit;
-use crate::signaling::{Outbound, Signaling};
+use crate::outbox::Outbound;
+use crate::signaling::Signaling;
 
 /// Longest a single write may take before the connection is given up.
 const WRITE_DEADLINE: Duration = Duration::from_secs(10);

@@ -17,10 +17,10 @@ mod common;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{EchoPeer, coturn_tool};
+use common::{ChildServer, EchoPeer, coturn_tool};
 use duet_server::front::MAX_UNSORTED_PER_ADDRESS;
 use duet_server::turn_stream::{FIRST_MESSAGE_DEADLINE, MAX_STREAMS_PER_ADDRESS};
 
@@ -30,85 +30,6 @@ const FLOOD: usize = 10_000;
 const HELD: usize = 1_000;
 /// The most the server's resident memory may grow under the flood.
 const RSS_GROWTH_BOUND_KIB: u64 = 64 * 1024;
-
-struct Server {
-    child: Child,
-    https: u16,
-    /// The relay's own port (TCP here; UDP too).
-    turn: u16,
-    _dir: std::path::PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self._dir);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Server {
-    fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("duet-flood-{}", rand::random::<u64>()));
-        let https = free_port();
-        let turn = loop {
-            let port = free_port();
-            if port != https && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-                break port;
-            }
-        };
-        let child = Command::new(env!("CARGO_BIN_EXE_duet"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{https}")])
-            .args(["--turn-listen", &format!("127.0.0.1:{turn}")])
-            .args(["--turn-secret", SECRET])
-            .args(["--allow-peer", "127.0.0.0/8", "--log", "error"])
-            .arg("--data-dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", https)).is_err() {
-            assert!(Instant::now() < deadline, "duet did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            child,
-            https,
-            turn,
-            _dir: dir,
-        }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    }
-
-    fn open_sockets(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .unwrap()
-            .filter_map(Result::ok)
-            .filter(|entry| {
-                std::fs::read_link(entry.path())
-                    .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
-            })
-            .count()
-    }
-}
 
 /// One flood connection from 127.0.0.2: a piece of a STUN message, then silence.
 fn flood_connection(port: u16, index: usize) -> Option<TcpStream> {
@@ -159,18 +80,18 @@ fn legitimate_client_relays(port: u16, peer: &EchoPeer) {
 
 #[test]
 fn a_tcp_flood_from_one_address_on_the_https_port_leaves_other_clients_served() {
-    let server = Server::start();
+    let server = ChildServer::start(&["--turn-secret", SECRET]);
     flood(&server, server.https);
 }
 
 #[test]
 fn a_tcp_flood_from_one_address_on_the_relay_port_leaves_other_clients_served() {
-    let server = Server::start();
+    let server = ChildServer::start(&["--turn-secret", SECRET]);
     flood(&server, server.turn);
 }
 
 /// Floods `port` of `server` and checks the bounds stated at the top.
-fn flood(server: &Server, port: u16) {
+fn flood(server: &ChildServer, port: u16) {
     // The flood keeps its first connections open on this side (the server
     // holds at most its per-address caps of them); later ones, which the
     // server refuses at once, are let go after their bytes are sent.

@@ -350,3 +350,75 @@ async fn shutdown_closes_clients_with_1001_and_a_reason() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_connection_that_never_joins_is_closed_with_4004_at_the_join_deadline() {
+    let server = TestServer::with(|args| args.options.join_timeout_secs = Some(1)).await;
+    let mut idle = server.connect().await;
+    let mut member = server.connect().await;
+    assert_eq!(member.join("joined-in-time").await["type"], "joined");
+    // The idle one answers pings (it reads), which keeps it from the silence
+    // timeout, not from the join deadline.
+    let started = Instant::now();
+    assert_eq!(idle.expect_close(Duration::from_secs(3)).await, Some(4004));
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+    member.expect_silence(Duration::from_secs(1)).await;
+    member.send(r#"{"type":"ping"}"#).await;
+    assert_eq!(member.recv().await["type"], "pong");
+    assert!(
+        server
+            .metrics()
+            .await
+            .contains("duet_signaling_closes_total{code=\"4004\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn a_slow_reader_is_closed_with_4003_and_its_peer_told_bye() {
+    let server = TestServer::with(|args| {
+        args.options.rate_limit_burst = Some(10_000);
+        args.options.rate_limit_per_second = Some(10_000);
+    })
+    .await;
+    let (mut reader, mut sender, joined_reader, _) = pair(&server, "slow").await;
+    let message = format!(r#"{{"type":"message","data":"{}"}}"#, "y".repeat(60 * 1024));
+    // The reader reads nothing; the kernel's buffers fill first, then its queue.
+    let started = Instant::now();
+    let bye = loop {
+        sender.send(&message).await;
+        if let Some(Event::Json(value)) = sender.next_event(Duration::from_millis(1)).await
+            && value["type"] == "bye"
+        {
+            break value;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the slow reader was never closed"
+        );
+    };
+    assert_eq!(bye["id"], joined_reader["id"]);
+    // What it reads now ends with 4003 (after what the kernel held).
+    let mut code = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match reader.next_event(Duration::from_secs(5)).await {
+            Some(Event::Json(_)) => {}
+            Some(Event::Closed(closed, _)) => {
+                code = closed;
+                break;
+            }
+            Some(Event::Ended) | None => break,
+        }
+    }
+    assert!(matches!(code, Some(4003) | None), "{code:?}");
+    assert!(
+        server
+            .metrics()
+            .await
+            .contains("duet_signaling_closes_total{code=\"4003\"} 1")
+    );
+}

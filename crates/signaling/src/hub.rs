@@ -38,6 +38,11 @@ pub struct Config {
     pub resume_queue_messages: usize,
     /// Bytes kept for an away seat; more ends the seat.
     pub resume_queue_bytes: usize,
+    /// Bytes kept for all away seats together; more ends the seat that would
+    /// go over (so many rooms cannot add up to more than this).
+    pub away_total_bytes: usize,
+    /// A connection that sends no `join` for this long is closed (4004).
+    pub join_timeout: Duration,
     /// Most rooms at once.
     pub max_rooms: usize,
     pub rate_limit: RateLimit,
@@ -63,6 +68,8 @@ impl Default for Config {
             resume_grace: Duration::from_secs(20),
             resume_queue_messages: 256,
             resume_queue_bytes: 512 * 1024,
+            away_total_bytes: 64 * 1024 * 1024,
+            join_timeout: Duration::from_secs(10),
             max_rooms: 100_000,
             rate_limit: RateLimit {
                 burst: 200,
@@ -106,6 +113,8 @@ pub struct Stats {
     pub connections: usize,
     pub rooms: usize,
     pub away_seats: usize,
+    /// Bytes queued for away seats, all together.
+    pub away_bytes: usize,
     pub messages_relayed: u64,
     pub resumes: u64,
 }
@@ -118,6 +127,8 @@ struct Session {
     seat: Option<(RoomName, PeerId)>,
     bucket: TokenBucket,
     refusals: u32,
+    /// True once the connection has sent a `join` (the join deadline is met).
+    asked_to_join: bool,
 }
 
 #[derive(Debug)]
@@ -184,12 +195,15 @@ impl Hub {
             seat: None,
             bucket: TokenBucket::full(self.config.rate_limit.burst, now),
             refusals: 0,
+            asked_to_join: false,
         };
         if self.sessions.insert(connection, session).is_none() {
             self.timers.schedule(
                 now + self.config.silence_timeout,
                 Timer::Silence(connection),
             );
+            self.timers
+                .schedule(now + self.config.join_timeout, Timer::Join(connection));
         }
     }
 
@@ -278,6 +292,20 @@ impl Hub {
             match timer {
                 Timer::Silence(connection) => self.check_silence(connection, now),
                 Timer::Grace(room, id) => self.check_grace(&room, id, now),
+                Timer::Join(connection) => {
+                    let late = self
+                        .sessions
+                        .get(&connection)
+                        .is_some_and(|session| !session.asked_to_join);
+                    if late {
+                        self.close(
+                            connection,
+                            CloseCode::JoinTimeout,
+                            "no join within the join deadline",
+                            now,
+                        );
+                    }
+                }
             }
         }
     }
@@ -348,6 +376,9 @@ impl Hub {
         resume: Option<ResumeToken>,
         now: Instant,
     ) {
+        if let Some(session) = self.sessions.get_mut(&connection) {
+            session.asked_to_join = true;
+        }
         let current = self
             .sessions
             .get(&connection)
@@ -412,9 +443,14 @@ impl Hub {
                     now,
                 );
             }
-            Attachment::Away { queue, .. } => {
+            Attachment::Away {
+                queue,
+                queued_bytes,
+                ..
+            } => {
                 pending = queue;
                 self.stats.away_seats = self.stats.away_seats.saturating_sub(1);
+                self.stats.away_bytes = self.stats.away_bytes.saturating_sub(queued_bytes);
             }
         }
         if let Some(session) = self.sessions.get_mut(&connection) {
@@ -600,8 +636,9 @@ impl Hub {
             self.rooms.remove(room_name);
         }
         match seat.attachment {
-            Attachment::Away { .. } => {
+            Attachment::Away { queued_bytes, .. } => {
                 self.stats.away_seats = self.stats.away_seats.saturating_sub(1);
+                self.stats.away_bytes = self.stats.away_bytes.saturating_sub(queued_bytes);
             }
             Attachment::Connected(connection) => {
                 if let Some(session) = self.sessions.get_mut(&connection) {
@@ -619,6 +656,7 @@ impl Hub {
         let limits = (
             self.config.resume_queue_messages,
             self.config.resume_queue_bytes,
+            self.config.away_total_bytes,
         );
         let Some(seat) = self
             .rooms
@@ -639,10 +677,14 @@ impl Hub {
                 ..
             } => {
                 let weight = message.weight();
-                if queue.len() >= limits.0 || *queued_bytes + weight > limits.1 {
+                if queue.len() >= limits.0
+                    || *queued_bytes + weight > limits.1
+                    || self.stats.away_bytes + weight > limits.2
+                {
                     return false;
                 }
                 *queued_bytes += weight;
+                self.stats.away_bytes += weight;
                 queue.push_back(message);
                 true
             }

@@ -18,6 +18,8 @@ pub(crate) enum Timer {
     Silence(ConnectionId),
     /// A seat whose connection was lost may have run out of grace.
     Grace(RoomName, PeerId),
+    /// The connection may not have sent `join` in time.
+    Join(ConnectionId),
 }
 
 #[derive(Debug, Default)]

@@ -344,6 +344,8 @@ pub enum CloseCode {
     SilenceTimeout,
     /// 4003: the client reads too slowly; its outbound queue is full.
     SlowReader,
+    /// 4004: the connection sent no `join` within the join deadline.
+    JoinTimeout,
 }
 
 impl CloseCode {
@@ -359,6 +361,7 @@ impl CloseCode {
             CloseCode::Replaced => 4001,
             CloseCode::SilenceTimeout => 4002,
             CloseCode::SlowReader => 4003,
+            CloseCode::JoinTimeout => 4004,
         }
     }
 }

@@ -358,6 +358,7 @@ fn a_silent_connection_is_dropped_and_its_peer_gets_bye() {
 fn activity_pushes_the_silence_deadline_back() {
     let mut h = Harness::new();
     let a = h.connect(1);
+    h.join(a, "pings");
     for _ in 0..10 {
         h.advance(Duration::from_secs(20));
         h.text(a, r#"{"type":"ping"}"#);
@@ -579,4 +580,76 @@ fn a_connection_can_have_its_own_ice_servers() {
     h.hub.set_ice_servers(a, own);
     assert_eq!(h.join(a, "r")["iceServers"][0]["username"], "1800000000:a");
     assert_eq!(h.join(b, "r")["iceServers"], serde_json::json!([]));
+}
+
+#[test]
+fn a_connection_that_never_joins_is_closed_at_the_join_deadline() {
+    let mut h = Harness::new();
+    let idle = h.connect(1);
+    let joiner = h.connect(2);
+    // Pings keep a connection from the silence timeout, not from the join deadline.
+    for _ in 0..9 {
+        h.advance(Duration::from_secs(1));
+        h.text(idle, r#"{"type":"ping"}"#);
+    }
+    h.join(joiner, "in-time");
+    h.drain();
+    h.advance(Duration::from_secs(1));
+    assert_eq!(
+        h.drain(),
+        vec![(
+            idle,
+            serde_json::json!({"close": CloseCode::JoinTimeout.number()})
+        )]
+    );
+    assert_eq!(h.hub.stats().connections, 1, "the member who joined stays");
+    // A join refused because the room is full still meets the deadline: the
+    // client has been answered, and decides what to do.
+    let second = h.connect(3);
+    h.join(second, "in-time");
+    let refused = h.connect(4);
+    assert_eq!(h.join(refused, "in-time")["type"], "full");
+    h.advance(Duration::from_secs(11));
+    h.text(joiner, r#"{"type":"ping"}"#);
+    h.text(second, r#"{"type":"ping"}"#);
+    assert!(
+        h.sent_to(refused)
+            .iter()
+            .all(|message| message.get("close").is_none())
+    );
+}
+
+#[test]
+fn away_seats_together_hold_at_most_the_total_byte_bound() {
+    let mut h = Harness::with(Config {
+        away_total_bytes: 200 * 1024,
+        ..Config::default()
+    });
+    // Three rooms, each with a member away and a member sending to it.
+    let payload = "x".repeat(30 * 1024);
+    let mut senders = Vec::new();
+    for room in 0..3u64 {
+        let away = h.connect(10 + room);
+        let sender = h.connect(20 + room);
+        h.join(away, &format!("room-{room}"));
+        h.join(sender, &format!("room-{room}"));
+        h.hub.handle_disconnect(away, Disconnect::Lost, h.now);
+        senders.push(sender);
+    }
+    h.drain();
+    let message = format!(r#"{{"type":"message","data":"{payload}"}}"#);
+    // Each room alone may queue 512 KiB; together they stop at 200 KiB.
+    for _ in 0..3 {
+        for sender in &senders {
+            h.text(*sender, &message);
+        }
+    }
+    let stats = h.hub.stats();
+    assert!(stats.away_bytes <= 200 * 1024, "{stats:?}");
+    let byes = h
+        .drain()
+        .into_iter()
+        .filter(|(_, message)| message["type"] == "bye")
+        .count();
+    assert!(byes >= 1, "the seat that went over the total bound ended");
 }

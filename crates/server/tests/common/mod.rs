@@ -75,21 +75,7 @@ impl TestServer {
         &self,
         origin: Option<&str>,
     ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
-        let mut request = self.ws_url().into_client_request()?;
-        if let Some(origin) = origin {
-            request
-                .headers_mut()
-                .insert("origin", HeaderValue::from_str(origin).unwrap());
-        }
-        let stream = TcpStream::connect(self.addr).await?;
-        let (socket, _) = tokio_tungstenite::client_async_tls_with_config(
-            request,
-            stream,
-            None,
-            Some(Connector::Rustls(Arc::clone(&self.tls))),
-        )
-        .await?;
-        Ok(Client { socket })
+        connect_ws(self.addr, &self.tls, origin).await
     }
 
     /// A reqwest client that trusts this server's certificate.
@@ -302,5 +288,125 @@ impl Drop for EchoPeer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A signaling WebSocket to `addr` (as `localhost`), trusting what `tls` trusts.
+async fn connect_ws(
+    addr: SocketAddr,
+    tls: &Arc<rustls::ClientConfig>,
+    origin: Option<&str>,
+) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+    let mut request = format!("wss://localhost:{}/ws", addr.port()).into_client_request()?;
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("origin", HeaderValue::from_str(origin).unwrap());
+    }
+    let stream = TcpStream::connect(addr).await?;
+    let (socket, _) = tokio_tungstenite::client_async_tls_with_config(
+        request,
+        stream,
+        None,
+        Some(Connector::Rustls(Arc::clone(tls))),
+    )
+    .await?;
+    Ok(Client { socket })
+}
+
+/// A free TCP port of 127.0.0.1 (free for UDP too when `udp`).
+pub fn free_port(udp: bool) -> u16 {
+    for _ in 0..50 {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if !udp || std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on loopback");
+}
+
+/// The real `duet` binary as a child process on loopback (HTTPS and the relay
+/// on free ports), so a test can read its memory and sockets from /proc.
+/// Killed (by its PID) when dropped.
+pub struct ChildServer {
+    child: std::process::Child,
+    pub https: u16,
+    /// The relay's own port (UDP and TCP).
+    pub turn: u16,
+    dir: PathBuf,
+}
+
+impl ChildServer {
+    /// Starts `duet serve` with `extra` flags and waits until it accepts connections.
+    pub fn start(extra: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!("duet-child-{}", rand::random::<u64>()));
+        let https = free_port(false);
+        let turn = loop {
+            let port = free_port(true);
+            if port != https {
+                break port;
+            }
+        };
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_duet"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{https}")])
+            .args(["--turn-listen", &format!("127.0.0.1:{turn}")])
+            .args(["--allow-peer", "127.0.0.0/8", "--log", "error"])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", https)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "duet did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            https,
+            turn,
+            dir,
+        }
+    }
+
+    /// A signaling WebSocket that trusts the child's generated certificate.
+    pub async fn connect(&self) -> Client {
+        let tls = client_tls(&self.dir.join("cert.pem"));
+        connect_ws(SocketAddr::from(([127, 0, 0, 1], self.https)), &tls, None)
+            .await
+            .expect("WebSocket connection")
+    }
+
+    /// Resident memory of the server process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// Sockets the server process holds.
+    pub fn open_sockets(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|entry| {
+                std::fs::read_link(entry.path())
+                    .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+            })
+            .count()
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
