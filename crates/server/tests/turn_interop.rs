@@ -277,3 +277,35 @@ async fn relay_tasks_end_with_the_server() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// coturn's client with its default flags (no `-c`): for each client it asks an
+/// even relay port with the next one reserved (EVEN-PORT R=1), then a second
+/// allocation for RTCP with the RESERVATION-TOKEN it got back.
+fn uclient_with_default_flags(server: &TestServer, peer: &EchoPeer, transport: &[&str]) {
+    let turn = server.server.as_ref().unwrap().turn_addr.unwrap();
+    let output = Command::new(coturn_tool("turnutils_uclient"))
+        .args(transport)
+        .args(["-n", "50", "-m", "2", "-z", "10", "-l", "120"])
+        .args(["-u", "alice", "-w", "wonderland"])
+        .args(["-p", &turn.port().to_string(), "-e", "127.0.0.1"])
+        .args(["-r", &peer.port.to_string(), "127.0.0.1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "uclient failed:\n{text}");
+    assert!(
+        text.contains("tot_send_msgs=100, tot_recv_msgs=100"),
+        "{text}"
+    );
+    assert!(text.contains("Total lost packets 0 (0.000000%)"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_with_default_flags_over_udp_and_tcp() {
+    let server = relay().await;
+    let peer = EchoPeer::start();
+    for transport in [&[][..], &["-t"][..]] {
+        tokio::task::block_in_place(|| uclient_with_default_flags(&server, &peer, transport));
+    }
+}

@@ -22,7 +22,8 @@ use stun_types::message::{
     MessageWrite, MessageWriteExt, MessageWriteVec, Method, TransactionId,
 };
 use turn_types::attribute::{
-    ChannelNumber, Lifetime, RequestedTransport, XorPeerAddress, XorRelayedAddress,
+    ChannelNumber, EvenPort, Lifetime, RequestedTransport, ReservationToken, XorPeerAddress,
+    XorRelayedAddress,
 };
 use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
 
@@ -99,7 +100,19 @@ struct Pending {
     algorithm: IntegrityAlgorithm,
     lifetime: Duration,
     attempts: u8,
+    /// With EVEN-PORT R=1: the token of the next port, reserved for this client.
+    reservation: Option<u64>,
 }
+
+/// A port held back for a later Allocate carrying its RESERVATION-TOKEN (RFC 8656 §7.2).
+#[derive(Debug, Clone, Copy)]
+struct Reservation {
+    port: u16,
+    expires: Instant,
+}
+
+/// How long a reserved port waits for the Allocate that takes it (RFC 8656 §7.2: 30 s).
+pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
 /// A request that passed authentication.
 struct Authenticated {
@@ -133,6 +146,7 @@ const FINGERPRINT: AttributeType = AttributeType::new(0x8028);
 const RESERVATION_TOKEN: AttributeType = AttributeType::new(0x0022);
 const REQUESTED_ADDRESS_FAMILY: AttributeType = AttributeType::new(0x0017);
 const EVEN_PORT: AttributeType = AttributeType::new(0x0018);
+const REQUESTED_TRANSPORT: AttributeType = AttributeType::new(0x0019);
 const XOR_PEER_ADDRESS: AttributeType = AttributeType::new(0x0012);
 /// Relay ports tried for one Allocate before giving up with 508.
 const OPEN_ATTEMPTS: u8 = 3;
@@ -158,6 +172,8 @@ pub struct Server {
     now: Instant,
     /// Set by [`Server::stop_allocating`]: the server is draining.
     draining: bool,
+    /// Ports reserved by EVEN-PORT R=1, by token.
+    reservations: HashMap<u64, Reservation>,
 }
 
 impl Server {
@@ -194,6 +210,7 @@ impl Server {
             reflection: ReflectionBudget::default(),
             now,
             draining: false,
+            reservations: HashMap::new(),
         }
     }
 
@@ -451,7 +468,10 @@ impl Server {
         let message = match Message::from_bytes(packet) {
             Ok(message) => message,
             Err(_) => {
-                self.answer_malformed(from, packet);
+                // Not a valid STUN message (bad header, lengths, or FINGERPRINT):
+                // discarded without an answer (RFC 8489 §6.3), which also leaves
+                // a spoofed source nothing to reflect.
+                self.stats.dropped += 1;
                 return None;
             }
         };
@@ -538,6 +558,14 @@ impl Server {
         if self.pending.values().any(|pending| pending.from == from) {
             return; // a retransmission while the relay socket is being opened
         }
+        if request
+            .iter_attributes()
+            .filter(|(_, attribute)| attribute.header.get_type() == REQUESTED_TRANSPORT)
+            .count()
+            > 1
+        {
+            return self.reply_error(from, request, &auth, 400, "Duplicate REQUESTED-TRANSPORT");
+        }
         match request.attribute::<RequestedTransport>() {
             Ok(transport) if transport.protocol() == RequestedTransport::UDP => {}
             Ok(_) => {
@@ -553,8 +581,32 @@ impl Server {
                 return self.reply_error(from, request, &auth, 400, "REQUESTED-TRANSPORT missing");
             }
         }
-        if request.has_attribute(RESERVATION_TOKEN) {
-            return self.reply_error(from, request, &auth, 508, "Reservations not supported");
+        let token = match request.raw_attribute(RESERVATION_TOKEN) {
+            None => None,
+            Some(_) => match request.attribute::<ReservationToken>() {
+                Ok(token) => Some(token.token()),
+                Err(_) => {
+                    return self.reply_error(from, request, &auth, 400, "Bad RESERVATION-TOKEN");
+                }
+            },
+        };
+        let even_port = match request.raw_attribute(EVEN_PORT) {
+            None => None,
+            Some(_) => match request.attribute::<EvenPort>() {
+                Ok(even) => Some(even.requested()),
+                Err(_) => return self.reply_error(from, request, &auth, 400, "Bad EVEN-PORT"),
+            },
+        };
+        if token.is_some()
+            && (even_port.is_some() || request.has_attribute(REQUESTED_ADDRESS_FAMILY))
+        {
+            return self.reply_error(
+                from,
+                request,
+                &auth,
+                400,
+                "RESERVATION-TOKEN with EVEN-PORT or REQUESTED-ADDRESS-FAMILY",
+            );
         }
         if let Some(raw) = request.raw_attribute(REQUESTED_ADDRESS_FAMILY) {
             let family_ok = raw.value.first() == Some(&0x01) && self.config.relay_address.is_ipv4()
@@ -573,8 +625,42 @@ impl Server {
             self.stats.quota_refusals += 1;
             return self.reply_error(from, request, &auth, 486, "Allocation Quota Reached");
         }
-        let Some(port) = self.pick_port(request.has_attribute(EVEN_PORT)) else {
-            return self.reply_error(from, request, &auth, 508, "Insufficient Capacity");
+        self.expire_reservations(now);
+        let (port, reservation) = match (token, even_port) {
+            (Some(token), _) => match self.reservations.remove(&token) {
+                Some(reserved) => (reserved.port, None),
+                None => {
+                    return self.reply_error(
+                        from,
+                        request,
+                        &auth,
+                        508,
+                        "Unknown or expired RESERVATION-TOKEN",
+                    );
+                }
+            },
+            (None, Some(true)) => match self.pick_port_pair() {
+                Some(port) => {
+                    let token: u64 = self.rng.random();
+                    self.reservations.insert(
+                        token,
+                        Reservation {
+                            port: port + 1,
+                            expires: now + RESERVATION_LIFETIME,
+                        },
+                    );
+                    (port, Some(token))
+                }
+                None => {
+                    return self.reply_error(from, request, &auth, 508, "Insufficient Capacity");
+                }
+            },
+            (None, even) => match self.pick_port(even.is_some()) {
+                Some(port) => (port, None),
+                None => {
+                    return self.reply_error(from, request, &auth, 508, "Insufficient Capacity");
+                }
+            },
         };
         let lifetime = self
             .desired_lifetime(request)
@@ -590,6 +676,7 @@ impl Server {
                 algorithm: auth.algorithm,
                 lifetime,
                 attempts: 0,
+                reservation,
             },
         );
         self.commands.push_back(Command::OpenRelay { port });
@@ -621,6 +708,10 @@ impl Server {
                     pending.from.client,
                     pending.transaction,
                 ))
+            })
+            .and_then(|()| match pending.reservation {
+                Some(token) => response.add_attribute(&ReservationToken::new(token)),
+                None => Ok(()),
             })
             .and_then(|()| response.add_message_integrity_with_key(&key, pending.algorithm))
             .and_then(|()| response.add_fingerprint());
@@ -1006,29 +1097,6 @@ impl Server {
 
     /// A message we could not parse: answer 400 if it is clearly a request to
     /// us, drop it otherwise.
-    fn answer_malformed(&mut self, from: FiveTuple, packet: &[u8]) {
-        self.stats.dropped += 1;
-        let Some(header) = packet.get(..20) else {
-            return;
-        };
-        let cookie = header.get(4..8) == Some(&[0x21, 0x12, 0xA4, 0x42][..]);
-        let request = header.first().is_some_and(|byte| byte & 0x01 == 0)
-            && header.get(1).is_some_and(|byte| byte & 0x10 == 0);
-        if !cookie || !request {
-            return;
-        }
-        let Ok(kind) = MessageType::from_bytes(header) else {
-            return;
-        };
-        let mut id = [0u8; 16];
-        for (target, source) in id.iter_mut().skip(4).zip(header.iter().skip(8)) {
-            *target = *source;
-        }
-        let transaction = TransactionId::from(u128::from_be_bytes(id));
-        let response = self.error(kind.method(), transaction, 400, "", None);
-        self.answer_unauthenticated(from, packet.len(), response);
-    }
-
     /// Unauthenticated answers over UDP: no larger than the request, or else
     /// small and within the address's reflection budget (see `reflection.rs`).
     fn answer_unauthenticated(&mut self, from: FiveTuple, request_len: usize, bytes: Vec<u8>) {
@@ -1066,6 +1134,45 @@ impl Server {
                 .min(lifetimes.allocation_max)
                 .max(lifetimes.allocation_default),
         )
+    }
+
+    /// An even port whose next port is free too; both are taken (the next one
+    /// for the reservation).
+    fn pick_port_pair(&mut self) -> Option<u16> {
+        let range = self.config.relay_ports.clone();
+        let fits = |port: u16, used: &HashSet<u16>| {
+            port.is_multiple_of(2)
+                && port < *range.end()
+                && !used.contains(&port)
+                && !used.contains(&(port + 1))
+        };
+        let mut chosen = None;
+        for _ in 0..16 {
+            let port = self.rng.random_range(range.clone());
+            if fits(port, &self.ports_in_use) {
+                chosen = Some(port);
+                break;
+            }
+        }
+        let port = chosen.or_else(|| range.clone().find(|port| fits(*port, &self.ports_in_use)))?;
+        self.ports_in_use.insert(port);
+        self.ports_in_use.insert(port + 1);
+        Some(port)
+    }
+
+    /// Frees the ports of reservations nobody took in time.
+    fn expire_reservations(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .reservations
+            .iter()
+            .filter(|(_, reservation)| reservation.expires <= now)
+            .map(|(token, _)| *token)
+            .collect();
+        for token in expired {
+            if let Some(reservation) = self.reservations.remove(&token) {
+                self.ports_in_use.remove(&reservation.port);
+            }
+        }
     }
 
     fn pick_port(&mut self, even: bool) -> Option<u16> {

@@ -21,7 +21,8 @@ use stun_types::message::{
     MessageWriteExt, MessageWriteVec, Method,
 };
 use turn_types::attribute::{
-    ChannelNumber, Data, Lifetime, RequestedTransport, XorPeerAddress, XorRelayedAddress,
+    ChannelNumber, Data, EvenPort, Lifetime, RequestedTransport, ReservationToken, XorPeerAddress,
+    XorRelayedAddress,
 };
 use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
 
@@ -872,4 +873,141 @@ fn a_draining_server_refuses_new_allocations_and_keeps_the_old_ones() {
         MessageClass::Success
     );
     assert_eq!(h.server.stats().allocations, 0);
+}
+
+/// An authenticated Allocate from `from` with `attributes` (REQUESTED-TRANSPORT
+/// UDP is added first); the one answer.
+fn allocate_with(h: &mut Harness, from: FiveTuple, attributes: &[&dyn AttributeWrite]) -> Vec<u8> {
+    let nonce = h.nonce(from);
+    let udp = RequestedTransport::new(17);
+    let mut all: Vec<&dyn AttributeWrite> = vec![&udp];
+    all.extend_from_slice(attributes);
+    let request = build(ALLOCATE, &all, Some(("alice", "wonderland", &nonce)));
+    let (_, mut answers) = h.client_sends(from, &request);
+    assert_eq!(answers.len(), 1);
+    answers.remove(0)
+}
+
+fn relayed_port(answer: &[u8]) -> u16 {
+    let message = Message::from_bytes(answer).unwrap();
+    assert_eq!(message.class(), MessageClass::Success, "{message}");
+    message
+        .attribute::<XorRelayedAddress>()
+        .unwrap()
+        .addr(message.transaction_id())
+        .port()
+}
+
+#[test]
+fn a_duplicate_requested_transport_gets_400() {
+    let mut h = Harness::new(config());
+    let answer = allocate_with(&mut h, client(1), &[&RequestedTransport::new(17)]);
+    assert_eq!(
+        error_code(&Message::from_bytes(&answer).unwrap()),
+        Some(400)
+    );
+}
+
+#[test]
+fn malformed_stun_and_a_wrong_fingerprint_get_no_answer() {
+    let mut h = Harness::new(config());
+    let from = client(1);
+    // A Binding with a FINGERPRINT, then the same with the fingerprint's last byte flipped.
+    let mut message = Message::builder_request(BINDING, MessageWriteVec::new());
+    message.add_fingerprint().unwrap();
+    let good = message.finish();
+    let (_, answers) = h.client_sends(from, &good);
+    assert_eq!(answers.len(), 1, "a valid Binding is answered");
+    let mut bad = good.clone();
+    *bad.last_mut().unwrap() ^= 0xFF;
+    let (_, answers) = h.client_sends(from, &bad);
+    assert!(
+        answers.is_empty(),
+        "a wrong FINGERPRINT is discarded silently"
+    );
+    // A header announcing more attribute bytes than it carries.
+    let mut truncated = good.clone();
+    truncated[3] = truncated[3].wrapping_add(8);
+    let (_, answers) = h.client_sends(from, &truncated);
+    assert!(
+        answers.is_empty(),
+        "a malformed message is discarded silently"
+    );
+    // An attribute whose length runs past the message.
+    let request = build(ALLOCATE, &[&RequestedTransport::new(17)], None);
+    let mut broken = request.clone();
+    broken[22..24].copy_from_slice(&200u16.to_be_bytes());
+    let (_, answers) = h.client_sends(from, &broken);
+    assert!(answers.is_empty());
+}
+
+/// RFC 8656 §12 narrowed channel numbers to 0x4000–0x4FFF; RFC 5766 clients,
+/// coturn's `turnutils_uclient` among them, pick numbers up to 0x7FFF, so
+/// those are accepted too (the demultiplexing the narrower range protects is
+/// the client's own, and it chose the number). Below and above: 400.
+#[test]
+fn channel_numbers_are_0x4000_to_0x7fff() {
+    let mut h = Harness::new(config());
+    let from = client(1);
+    h.allocate(from, "alice", "wonderland");
+    assert_eq!(h.bind(from, 0x4FFF, peer()), None);
+    assert_eq!(
+        h.bind(from, 0x7FFF, "192.0.2.57:7000".parse().unwrap()),
+        None
+    );
+    for invalid in [0x3FFF, 0x8000, 0xFFFF] {
+        assert_eq!(
+            h.bind(from, invalid, "192.0.2.56:7000".parse().unwrap()),
+            Some(400),
+            "{invalid:#x}"
+        );
+    }
+}
+
+#[test]
+fn even_port_with_r_reserves_the_next_port_for_30_seconds() {
+    let mut h = Harness::new(config());
+    // EVEN-PORT without R: an even port, no token.
+    let plain = allocate_with(&mut h, client(1), &[&EvenPort::new(false)]);
+    assert_eq!(relayed_port(&plain) % 2, 0);
+    assert!(
+        Message::from_bytes(&plain)
+            .unwrap()
+            .attribute::<ReservationToken>()
+            .is_err()
+    );
+
+    // EVEN-PORT R=1: an even port and a token for the next one.
+    let first = allocate_with(&mut h, client(2), &[&EvenPort::new(true)]);
+    let port = relayed_port(&first);
+    assert_eq!(port % 2, 0);
+    let token = Message::from_bytes(&first)
+        .unwrap()
+        .attribute::<ReservationToken>()
+        .unwrap()
+        .token();
+    // The token with EVEN-PORT is a bad request.
+    let both = allocate_with(
+        &mut h,
+        client(3),
+        &[&ReservationToken::new(token), &EvenPort::new(false)],
+    );
+    assert_eq!(error_code(&Message::from_bytes(&both).unwrap()), Some(400));
+    // Another client's Allocate with the token gets the next port.
+    let second = allocate_with(&mut h, client(4), &[&ReservationToken::new(token)]);
+    assert_eq!(relayed_port(&second), port + 1);
+    // A token is used once; an unknown one gets 508.
+    let again = allocate_with(&mut h, client(5), &[&ReservationToken::new(token)]);
+    assert_eq!(error_code(&Message::from_bytes(&again).unwrap()), Some(508));
+
+    // A reservation nobody takes ends after 30 s and frees its port.
+    let third = allocate_with(&mut h, client(6), &[&EvenPort::new(true)]);
+    let token = Message::from_bytes(&third)
+        .unwrap()
+        .attribute::<ReservationToken>()
+        .unwrap()
+        .token();
+    h.advance(Duration::from_secs(31));
+    let late = allocate_with(&mut h, client(7), &[&ReservationToken::new(token)]);
+    assert_eq!(error_code(&Message::from_bytes(&late).unwrap()), Some(508));
 }
