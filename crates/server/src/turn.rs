@@ -113,6 +113,7 @@ impl Relay {
         config.relay_ports = settings.relay_ports.clone();
         config.peer_policy.allowed = settings.allow_peers.clone();
         config.peer_policy.server_addresses = own_addresses(bind_ip, settings.external_ip);
+        let external_ip = settings.external_ip;
         config.max_allocations = settings.max_allocations;
         config.max_allocations_per_user = settings.user_quota;
         config.bandwidth_per_allocation = settings.bandwidth;
@@ -141,6 +142,7 @@ impl Relay {
         tasks.spawn(run_udp(Arc::clone(&shared), udp_addr));
         tasks.spawn(run_tcp(Arc::clone(&shared), tcp, tcp_addr));
         tasks.spawn(run_timers(Arc::clone(&shared)));
+        tasks.spawn(run_own_addresses(Arc::clone(&shared), external_ip));
         Ok(Self {
             udp_addr,
             tcp_addr,
@@ -568,11 +570,51 @@ fn concrete_address(bind: IpAddr) -> IpAddr {
     }
 }
 
+/// Every address of this host: each interface's (loopback included), the
+/// address it reaches the internet from, the bind address and `--external-ip`.
+/// The relay refuses them all as peers, both ways, except its own relay ports.
 fn own_addresses(bind: IpAddr, external: Option<IpAddr>) -> Vec<IpAddr> {
-    let mut addresses = vec![concrete_address(bind)];
+    let mut addresses: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .map(|interfaces| {
+            interfaces
+                .into_iter()
+                .map(|interface| interface.ip())
+                .collect()
+        })
+        .unwrap_or_default();
+    addresses.push(concrete_address(bind));
     if !bind.is_unspecified() {
         addresses.push(bind);
     }
     addresses.extend(external);
+    addresses.sort();
+    addresses.dedup();
     addresses
+}
+
+/// How often the host's addresses are read again (an interface that comes up,
+/// a DHCP renewal, a new IPv6 address).
+pub const OWN_ADDRESSES_EVERY: Duration = Duration::from_secs(10);
+
+/// Keeps the core's set of this host's addresses current.
+async fn run_own_addresses(shared: Arc<Shared>, external: Option<IpAddr>) -> anyhow::Result<()> {
+    let mut shutdown = shared.shutdown.clone();
+    let mut known = own_addresses(shared.bind_ip, external);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(OWN_ADDRESSES_EVERY) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        let now = tokio::task::spawn_blocking({
+            let bind = shared.bind_ip;
+            move || own_addresses(bind, external)
+        })
+        .await
+        .unwrap_or_else(|_| known.clone());
+        if now != known {
+            tracing::info!(addresses = ?now, "this host's addresses changed; the relay refuses the new set as peers");
+            shared.lock().core.set_own_addresses(now.clone());
+            known = now;
+        }
+    }
 }

@@ -95,6 +95,9 @@ pub enum DeniedClass {
     Broadcast,
     Reserved,
     ServerOwn,
+    /// A tunnel or translation form whose embedded IPv4 cannot be read
+    /// reliably (Teredo, the local-use NAT64 prefix 64:ff9b:1::/48).
+    Tunnel,
 }
 
 /// The peer address policy: deny special ranges and the server's own
@@ -131,8 +134,12 @@ impl PeerPolicy {
     }
 }
 
-/// IPv4-mapped (`::ffff:a.b.c.d`) and IPv4-compatible (`::a.b.c.d`) IPv6
-/// addresses are the IPv4 address they carry, so they cannot slip past the rules.
+/// IPv6 forms that carry an IPv4 address are that IPv4 address, so they
+/// cannot slip past the rules: IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible
+/// (`::a.b.c.d`), NAT64 with the well-known prefix (`64:ff9b::a.b.c.d`, RFC
+/// 6052; a NAT64 gateway would carry the packet to the IPv4 address) and 6to4
+/// (`2002:AABB:CCDD::/48`, RFC 3056). Teredo and the local-use NAT64 prefix are
+/// denied outright (see [`DeniedClass::Tunnel`]).
 pub fn canonical(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V6(v6) => {
@@ -140,14 +147,22 @@ pub fn canonical(address: IpAddr) -> IpAddr {
                 return IpAddr::V4(v4);
             }
             let segments = v6.segments();
+            let embedded = |high: u16, low: u16| {
+                let [a, b] = high.to_be_bytes();
+                let [c, d] = low.to_be_bytes();
+                IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+            };
+            match segments {
+                [0x64, 0xff9b, 0, 0, 0, 0, high, low] => return embedded(high, low),
+                [0x2002, high, low, ..] => return embedded(high, low),
+                _ => {}
+            }
             let compatible = segments.iter().take(6).all(|segment| *segment == 0)
                 && !v6.is_unspecified()
                 && v6 != Ipv6Addr::LOCALHOST;
             if compatible {
                 let [_, _, _, _, _, _, high, low] = segments;
-                let [a, b] = high.to_be_bytes();
-                let [c, d] = low.to_be_bytes();
-                return IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+                return embedded(high, low);
             }
             address
         }
@@ -201,6 +216,12 @@ fn classify_v6(address: Ipv6Addr) -> Option<DeniedClass> {
     } else if first & 0xffc0 == 0xfec0 {
         // Deprecated site-local.
         Some(DeniedClass::Reserved)
+    } else if matches!(
+        address.segments(),
+        [0x2001, 0, ..] | [0x64, 0xff9b, 0x1, ..]
+    ) {
+        // Teredo (2001::/32) and local-use NAT64 (64:ff9b:1::/48).
+        Some(DeniedClass::Tunnel)
     } else {
         None
     }
@@ -212,6 +233,42 @@ mod tests {
 
     fn decide(policy: &PeerPolicy, address: &str) -> PeerDecision {
         policy.check(address.parse().unwrap())
+    }
+
+    #[test]
+    fn ipv4_carried_in_ipv6_is_judged_as_that_ipv4() {
+        let policy = PeerPolicy::default();
+        for (address, class) in [
+            // NAT64 (well-known prefix): the cloud metadata address, loopback, RFC 1918.
+            ("64:ff9b::a9fe:a9fe", DeniedClass::LinkLocal),
+            ("64:ff9b::7f00:1", DeniedClass::Loopback),
+            ("64:ff9b::a00:5", DeniedClass::Private),
+            // 6to4 with a denied IPv4 inside.
+            ("2002:a9fe:a9fe::1", DeniedClass::LinkLocal),
+            ("2002:c0a8:101::", DeniedClass::Private),
+            // Forms whose IPv4 cannot be read reliably are denied outright.
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", DeniedClass::Tunnel),
+            ("64:ff9b:1::a9fe:a9fe", DeniedClass::Tunnel),
+        ] {
+            assert_eq!(
+                decide(&policy, address),
+                PeerDecision::Denied(class),
+                "{address}"
+            );
+        }
+        // The same forms around a public IPv4 are allowed, as that IPv4 is.
+        for address in ["64:ff9b::c633:6437", "2002:c633:6437::1"] {
+            assert_eq!(decide(&policy, address), PeerDecision::Allowed, "{address}");
+        }
+        // And the server's own IPv4 inside NAT64 is the server's own.
+        let own = PeerPolicy {
+            allowed: Vec::new(),
+            server_addresses: vec!["198.51.100.55".parse().unwrap()],
+        };
+        assert_eq!(
+            decide(&own, "64:ff9b::c633:6437"),
+            PeerDecision::Denied(DeniedClass::ServerOwn)
+        );
     }
 
     #[test]

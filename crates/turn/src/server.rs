@@ -250,6 +250,12 @@ impl Server {
         now: Instant,
     ) -> Option<Delivery> {
         let to = *self.by_port.get(&relay_port)?;
+        if self.reaches_own_host(peer) {
+            // A service of this host (not one of our relays) writing into a
+            // relay: as refused as the other way round.
+            self.stats.dropped += 1;
+            return None;
+        }
         let allocation = self.allocations.get_mut(&to)?;
         if !allocation.is_permitted(peer.ip(), now) || !allocation.spend(payload_len, now) {
             self.stats.dropped += 1;
@@ -383,13 +389,35 @@ impl Server {
             && self.by_port.contains_key(&peer.port())
     }
 
-    /// True when `peer` is on the relay's own address but is not one of its
-    /// relays: a service of this host, out of reach unless the operator
-    /// allowed that address explicitly.
+    /// True when `peer` is on one of this host's addresses but is not one of
+    /// its relays: a service of this host, out of reach (both ways) unless the
+    /// operator allowed that address explicitly.
     fn reaches_own_host(&self, peer: SocketAddr) -> bool {
-        crate::policy::canonical(peer.ip()) == self.config.relay_address
+        self.is_own_host(peer.ip())
             && !self.by_port.contains_key(&peer.port())
             && !self.config.peer_policy.explicitly_allowed(peer.ip())
+    }
+
+    /// True when `address` is one of this host's (its interfaces', the
+    /// advertised relay address, `--external-ip`).
+    fn is_own_host(&self, address: IpAddr) -> bool {
+        let address = crate::policy::canonical(address);
+        address == crate::policy::canonical(self.config.relay_address)
+            || self
+                .config
+                .peer_policy
+                .server_addresses
+                .iter()
+                .any(|own| crate::policy::canonical(*own) == address)
+    }
+
+    /// Replaces the host's own addresses (read again by the driver when the
+    /// interfaces change); the relay address always stays among them.
+    pub fn set_own_addresses(&mut self, mut addresses: Vec<IpAddr>) {
+        if !addresses.contains(&self.config.relay_address) {
+            addresses.push(self.config.relay_address);
+        }
+        self.config.peer_policy.server_addresses = addresses;
     }
 
     /// The address clients are told their relays are on.

@@ -1011,3 +1011,31 @@ fn even_port_with_r_reserves_the_next_port_for_30_seconds() {
     let late = allocate_with(&mut h, client(7), &[&ReservationToken::new(token)]);
     assert_eq!(error_code(&Message::from_bytes(&late).unwrap()), Some(508));
 }
+
+#[test]
+fn every_address_of_the_host_is_out_of_reach_both_ways() {
+    let mut h = Harness::new(config());
+    // The relay advertises 203.0.113.1; the host also has 198.51.100.9.
+    h.server
+        .set_own_addresses(vec!["198.51.100.9".parse().unwrap()]);
+    let (a, b) = (client(1000), client(2000));
+    let relayed_a = h.allocate(a, "alice", "wonderland");
+    let relayed_b = h.allocate(b, "alice", "wonderland");
+    // A service bound to the host's second address cannot be reached.
+    assert_eq!(h.permit(a, "198.51.100.9:5000".parse().unwrap()), Some(403));
+    // A has a permission for the relay address (to talk to B's relay)...
+    assert_eq!(h.permit(a, relayed_b), None);
+    assert!(
+        h.peer_sends(relayed_a.port(), relayed_b, b"from B")
+            .is_some()
+    );
+    // ...which lets no other service of this host write into A's relay: not
+    // from the relay address outside the relay ports, nor from its other address.
+    let own_service: SocketAddr = "203.0.113.1:5353".parse().unwrap();
+    assert_eq!(h.peer_sends(relayed_a.port(), own_service, b"x"), None);
+    let second_address: SocketAddr = "198.51.100.9:5353".parse().unwrap();
+    assert_eq!(h.peer_sends(relayed_a.port(), second_address, b"x"), None);
+    // A public peer with a permission is delivered as usual.
+    assert_eq!(h.permit(a, peer()), None);
+    assert!(h.peer_sends(relayed_a.port(), peer(), b"ok").is_some());
+}
