@@ -301,7 +301,7 @@ impl Session {
                     );
                     answers.push(bytes);
                 }
-                Command::OpenRelay { port } => {
+                Command::OpenRelay { port, .. } => {
                     assert!((50000..=50009).contains(&port), "relay port {port} outside the range");
                     self.relay_port = Some(port);
                     self.server.handle_relay_opened(port, true, self.now);

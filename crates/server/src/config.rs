@@ -258,6 +258,9 @@ options! {
         value turn_listen: SocketAddr = "0.0.0.0:3478",
             flag "turn-listen", env "DUET_TURN_LISTEN", key "listen", name "ADDR", hide false,
             help "UDP and TCP address of the STUN/TURN listener";
+        optional relay_ipv6: IpAddr = _,
+            flag "relay-ipv6", env "DUET_RELAY_IPV6", key "relay_ipv6", name "IP", hide false,
+            help "IPv6 address for IPv6 relays (clients asking REQUESTED-ADDRESS-FAMILY IPv6) [default: this host's global IPv6 address, if any]";
         optional external_ip: IpAddr = _,
             flag "external-ip", env "DUET_EXTERNAL_IP", key "external_ip", name "IP", hide false,
             help "The public address of this host when it sits behind 1:1 NAT (coturn's external-ip)";
@@ -332,7 +335,8 @@ impl ServeArgs {
         args.options.listen = Some(any_port);
         args.state.data_dir = Some(data_dir);
         args.turn.turn_listen = Some(any_port);
-        args.turn.allow_peers = vec!["127.0.0.0/8".to_owned()];
+        args.turn.relay_ipv6 = Some(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST));
+        args.turn.allow_peers = vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()];
         args
     }
 }
@@ -384,6 +388,8 @@ impl FileConfig {
 pub struct TurnSettings {
     pub listen: SocketAddr,
     pub external_ip: Option<IpAddr>,
+    /// Where IPv6 relays are (`None`: found at start, if the host has one).
+    pub relay_ipv6: Option<IpAddr>,
     pub relay_ports: std::ops::RangeInclusive<u16>,
     pub realm: String,
     /// `None`: read or make the secret in the data directory.
@@ -426,12 +432,16 @@ impl TurnSettings {
             .iter()
             .map(|cidr| cidr.parse::<duet_turn::Cidr>().map_err(anyhow::Error::from))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        if values.relay_ipv6.is_some_and(|ip| ip.is_ipv4()) {
+            bail!("--relay-ipv6 takes an IPv6 address");
+        }
         if values.turn_credential_ttl_secs < 60 {
             bail!("the TURN credential lifetime must be at least 60 seconds");
         }
         Ok(Some(Self {
             listen: values.turn_listen,
             external_ip: values.external_ip,
+            relay_ipv6: values.relay_ipv6,
             relay_ports,
             realm: values.realm,
             secret: values.turn_secret,

@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     inner: Mutex<Inner>,
     udp: Arc<UdpSocket>,
     bind_ip: IpAddr,
+    /// Where IPv6 relay sockets bind, when IPv6 relays are on.
+    bind_ip_v6: Option<IpAddr>,
     wake: tokio::sync::Notify,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Caps on stream (TCP and TLS) client connections, in all and per address.
@@ -108,6 +110,13 @@ impl Relay {
             .external_ip
             .unwrap_or_else(|| concrete_address(bind_ip));
         let mut config = duet_turn::Config::new(&settings.realm, advertised);
+        // IPv6 relays: on the given address, else on the host's global IPv6
+        // address if it has one (REQUESTED-ADDRESS-FAMILY IPv6 gets 440 otherwise).
+        let relay_v6 = settings
+            .relay_ipv6
+            .or_else(global_ipv6)
+            .filter(IpAddr::is_ipv6);
+        config.relay_address_v6 = relay_v6;
         config.credentials.shared_secret = Some(secret.clone());
         config.credentials.users = settings.users.iter().cloned().collect();
         config.relay_ports = settings.relay_ports.clone();
@@ -132,6 +141,7 @@ impl Relay {
             }),
             udp: Arc::new(udp),
             bind_ip,
+            bind_ip_v6: relay_v6,
             wake: tokio::sync::Notify::new(),
             shutdown,
             stream_limits: ConnectionLimits::new(
@@ -258,8 +268,8 @@ impl Shared {
                     tracing::debug!(client = %to.client, transport = ?to.transport, len = bytes.len(), "TURN answer");
                     send_to_client(&self.udp, inner, to, &bytes);
                 }
-                Command::OpenRelay { port } => {
-                    let opened = self.open_relay(inner, port);
+                Command::OpenRelay { port, ipv6 } => {
+                    let opened = self.open_relay(inner, port, ipv6);
                     inner.core.handle_relay_opened(port, opened, Instant::now());
                 }
                 Command::CloseRelay { port } => {
@@ -278,8 +288,13 @@ impl Shared {
         }
     }
 
-    fn open_relay(self: &Arc<Self>, inner: &mut Inner, port: u16) -> bool {
-        let socket = match std::net::UdpSocket::bind(SocketAddr::new(self.bind_ip, port)) {
+    fn open_relay(self: &Arc<Self>, inner: &mut Inner, port: u16, ipv6: bool) -> bool {
+        let ip = match (ipv6, self.bind_ip_v6) {
+            (true, Some(v6)) => v6,
+            (true, None) => return false,
+            (false, _) => self.bind_ip,
+        };
+        let socket = match bind_relay_socket(SocketAddr::new(ip, port)) {
             Ok(socket) => socket,
             Err(error) => {
                 tracing::debug!(port, %error, "relay port unavailable");
@@ -371,7 +386,13 @@ pub(crate) fn relay_client_message(
         scratch
             .get_mut(HEADROOM..HEADROOM + payload.len())?
             .copy_from_slice(payload);
-        let source = SocketAddr::new(inner.core.relay_address(), forward.relay_port);
+        let source = SocketAddr::new(
+            inner
+                .core
+                .relay_ip_of_port(forward.relay_port)
+                .unwrap_or_else(|| inner.core.relay_address()),
+            forward.relay_port,
+        );
         let delivery =
             inner
                 .core
@@ -568,6 +589,40 @@ fn concrete_address(bind: IpAddr) -> IpAddr {
         Ok(address) if !address.is_unspecified() => address,
         _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
     }
+}
+
+/// A relay socket on `address`. An IPv6 one takes IPv6 only: its peers are
+/// IPv6 (RFC 8656 §7.2), and IPv4 datagrams must not reach it as mapped addresses.
+fn bind_relay_socket(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&address.into())?;
+    Ok(socket.into())
+}
+
+/// This host's global IPv6 address, if it has one: the source address of a
+/// route towards the IPv6 internet (no packet is sent).
+fn global_ipv6() -> Option<IpAddr> {
+    let socket = std::net::UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, 0)).ok()?;
+    socket
+        .connect((std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 9))
+        .ok()?;
+    let address = socket.local_addr().ok()?.ip();
+    let IpAddr::V6(v6) = address else {
+        return None;
+    };
+    let [first, ..] = v6.segments();
+    let global = !v6.is_unspecified()
+        && !v6.is_loopback()
+        && first & 0xffc0 != 0xfe80
+        && first & 0xfe00 != 0xfc00;
+    global.then_some(address)
 }
 
 /// Every address of this host: each interface's (loopback included), the

@@ -309,3 +309,31 @@ async fn uclient_with_default_flags_over_udp_and_tcp() {
         tokio::task::block_in_place(|| uclient_with_default_flags(&server, &peer, transport));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_gets_an_ipv6_relay_and_relays_to_an_ipv6_peer() {
+    // The test server's IPv6 relays are on ::1 (ServeArgs::loopback).
+    let server = relay().await;
+    let peer = EchoPeer::on("::1");
+    let turn = server.server.as_ref().unwrap().turn_addr.unwrap();
+    for transport in [&[][..], &["-t"][..]] {
+        let output = tokio::task::block_in_place(|| {
+            Command::new(coturn_tool("turnutils_uclient"))
+                .args(transport)
+                .args(["-x", "-c", "-n", "50", "-m", "2", "-z", "10", "-l", "120"])
+                .args(["-u", "alice", "-w", "wonderland"])
+                .args(["-p", &turn.port().to_string(), "-e", "::1"])
+                .args(["-r", &peer.port.to_string(), "127.0.0.1"])
+                .output()
+                .unwrap()
+        });
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "uclient failed:\n{text}");
+        assert!(
+            text.contains("tot_send_msgs=100, tot_recv_msgs=100"),
+            "{text}"
+        );
+        assert!(text.contains("Total lost packets 0 (0.000000%)"), "{text}");
+    }
+}

@@ -26,6 +26,8 @@ pub struct Allocation {
     /// Cached HMAC keys for the two integrity algorithms.
     keys: [Option<IntegrityKey>; 2],
     pub relay_port: u16,
+    /// The relayed address's IP (IPv4 or IPv6): its family is the peers' family.
+    pub relay_ip: IpAddr,
     pub expires: Instant,
     /// The Allocate transaction and its answer, for retransmissions.
     pub allocate_transaction: TransactionId,
@@ -55,7 +57,7 @@ impl Allocation {
     pub fn new(
         username: String,
         credentials: LongTermKeyCredentials,
-        relay_port: u16,
+        relayed: SocketAddr,
         expires: Instant,
         allocate_transaction: TransactionId,
         bandwidth: Option<u64>,
@@ -65,7 +67,8 @@ impl Allocation {
             username,
             credentials,
             keys: [None, None],
-            relay_port,
+            relay_port: relayed.port(),
+            relay_ip: relayed.ip(),
             expires,
             allocate_transaction,
             allocate_response: Vec::new(),

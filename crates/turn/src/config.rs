@@ -16,7 +16,10 @@ pub struct Config {
     /// The address clients are told their relay is on (`--external-ip`, or the
     /// address the relay sockets bind to).
     pub relay_address: IpAddr,
-    /// Ports the relay sockets take.
+    /// The address of IPv6 relays (REQUESTED-ADDRESS-FAMILY IPv6), when the
+    /// host has one; without it such requests get 440.
+    pub relay_address_v6: Option<IpAddr>,
+    /// Ports the relay sockets take (IPv4 and IPv6 relays share them).
     pub relay_ports: RangeInclusive<u16>,
     pub peer_policy: PeerPolicy,
     /// Most allocations at once.
@@ -57,6 +60,7 @@ impl Config {
             realm: realm.to_owned(),
             credentials: Credentials::default(),
             relay_address,
+            relay_address_v6: None,
             relay_ports: 49152..=65535,
             peer_policy: PeerPolicy::default(),
             max_allocations: 10_000,

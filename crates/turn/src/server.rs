@@ -55,7 +55,7 @@ pub enum Command {
     /// Send a STUN message to a client.
     SendToClient { to: FiveTuple, bytes: Vec<u8> },
     /// Bind a relay socket on this port, then call [`Server::handle_relay_opened`].
-    OpenRelay { port: u16 },
+    OpenRelay { port: u16, ipv6: bool },
     /// Close the relay socket on this port.
     CloseRelay { port: u16 },
 }
@@ -102,6 +102,8 @@ struct Pending {
     attempts: u8,
     /// With EVEN-PORT R=1: the token of the next port, reserved for this client.
     reservation: Option<u64>,
+    /// The relayed address's IP (the family the client asked for).
+    relay_ip: IpAddr,
 }
 
 /// A port held back for a later Allocate carrying its RESERVATION-TOKEN (RFC 8656 §7.2).
@@ -180,16 +182,14 @@ impl Server {
     /// A server with no allocations. `now`/`now_unix` anchor the clock (Unix
     /// time is needed for REST credentials); `seed` drives nonces and ports.
     pub fn new(mut config: Config, seed: [u8; 32], now: Instant, now_unix: u64) -> Self {
-        // The relay's own address is never a peer: that would loop through the relay.
-        if !config
-            .peer_policy
-            .server_addresses
-            .contains(&config.relay_address)
+        // The relay's own addresses are never peers: that would loop through the relay.
+        for relay in [Some(config.relay_address), config.relay_address_v6]
+            .into_iter()
+            .flatten()
         {
-            config
-                .peer_policy
-                .server_addresses
-                .push(config.relay_address);
+            if !config.peer_policy.server_addresses.contains(&relay) {
+                config.peer_policy.server_addresses.push(relay);
+            }
         }
         let mut rng = StdRng::from_seed(seed);
         let nonces = Nonces::new(rng.random());
@@ -314,7 +314,10 @@ impl Server {
                         ..pending
                     },
                 );
-                self.commands.push_back(Command::OpenRelay { port: next });
+                self.commands.push_back(Command::OpenRelay {
+                    port: next,
+                    ipv6: pending.relay_ip.is_ipv6(),
+                });
             }
             None => {
                 self.release_user(&pending.username);
@@ -385,8 +388,23 @@ impl Server {
     /// then hands the data to [`Server::handle_peer`] itself instead of
     /// sending it through the kernel, and it never reaches other services.
     pub fn is_relay(&self, peer: SocketAddr) -> bool {
-        crate::policy::canonical(peer.ip()) == self.config.relay_address
-            && self.by_port.contains_key(&peer.port())
+        self.is_relay_address(peer.ip()) && self.by_port.contains_key(&peer.port())
+    }
+
+    /// True when `address` is one of the relayed addresses (IPv4 or IPv6).
+    fn is_relay_address(&self, address: IpAddr) -> bool {
+        let address = crate::policy::canonical(address);
+        address == crate::policy::canonical(self.config.relay_address)
+            || self.config.relay_address_v6 == Some(address)
+    }
+
+    /// The relayed address's IP of the allocation on `port` (the source of its
+    /// data when the driver delivers it to another of our relays itself).
+    pub fn relay_ip_of_port(&self, port: u16) -> Option<IpAddr> {
+        let key = self.by_port.get(&port)?;
+        self.allocations
+            .get(key)
+            .map(|allocation| allocation.relay_ip)
     }
 
     /// True when `peer` is on one of this host's addresses but is not one of
@@ -402,7 +420,7 @@ impl Server {
     /// advertised relay address, `--external-ip`).
     fn is_own_host(&self, address: IpAddr) -> bool {
         let address = crate::policy::canonical(address);
-        address == crate::policy::canonical(self.config.relay_address)
+        self.is_relay_address(address)
             || self
                 .config
                 .peer_policy
@@ -414,8 +432,16 @@ impl Server {
     /// Replaces the host's own addresses (read again by the driver when the
     /// interfaces change); the relay address always stays among them.
     pub fn set_own_addresses(&mut self, mut addresses: Vec<IpAddr>) {
-        if !addresses.contains(&self.config.relay_address) {
-            addresses.push(self.config.relay_address);
+        for relay in [
+            Some(self.config.relay_address),
+            self.config.relay_address_v6,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !addresses.contains(&relay) {
+                addresses.push(relay);
+            }
         }
         self.config.peer_policy.server_addresses = addresses;
     }
@@ -636,13 +662,32 @@ impl Server {
                 "RESERVATION-TOKEN with EVEN-PORT or REQUESTED-ADDRESS-FAMILY",
             );
         }
-        if let Some(raw) = request.raw_attribute(REQUESTED_ADDRESS_FAMILY) {
-            let family_ok = raw.value.first() == Some(&0x01) && self.config.relay_address.is_ipv4()
-                || raw.value.first() == Some(&0x02) && self.config.relay_address.is_ipv6();
-            if !family_ok {
-                return self.reply_error(from, request, &auth, 440, "Address Family not Supported");
-            }
-        }
+        let relay_ip = match request.raw_attribute(REQUESTED_ADDRESS_FAMILY) {
+            None => self.config.relay_address,
+            Some(raw) => match (raw.value.first(), self.config.relay_address_v6) {
+                (Some(0x01), _) if self.config.relay_address.is_ipv4() => self.config.relay_address,
+                (Some(0x02), _) if self.config.relay_address.is_ipv6() => self.config.relay_address,
+                (Some(0x02), Some(v6)) => v6,
+                (Some(0x01 | 0x02), _) => {
+                    return self.reply_error(
+                        from,
+                        request,
+                        &auth,
+                        440,
+                        "Address Family not Supported",
+                    );
+                }
+                _ => {
+                    return self.reply_error(
+                        from,
+                        request,
+                        &auth,
+                        400,
+                        "Bad REQUESTED-ADDRESS-FAMILY",
+                    );
+                }
+            },
+        };
         if self.draining {
             return self.reply_error(from, request, &auth, 508, "Server Draining");
         }
@@ -705,23 +750,27 @@ impl Server {
                 lifetime,
                 attempts: 0,
                 reservation,
+                relay_ip,
             },
         );
-        self.commands.push_back(Command::OpenRelay { port });
+        self.commands.push_back(Command::OpenRelay {
+            port,
+            ipv6: relay_ip.is_ipv6(),
+        });
     }
 
     fn finish_allocation(&mut self, port: u16, pending: Pending, now: Instant) {
         let expires = now + pending.lifetime;
+        let relayed = SocketAddr::new(pending.relay_ip, port);
         let mut allocation = Allocation::new(
             pending.username,
             pending.credentials,
-            port,
+            relayed,
             expires,
             pending.transaction,
             self.config.bandwidth_per_allocation,
             now,
         );
-        let relayed = SocketAddr::new(self.config.relay_address, port);
         let key = allocation.key(pending.algorithm);
         let mut response = Message::builder(
             MessageType::from_class_method(MessageClass::Success, ALLOCATE),
@@ -814,7 +863,7 @@ impl Server {
         }
         // Every peer is checked before any permission is installed (all or nothing).
         for peer in &peers {
-            if let Err(code) = self.check_peer(*peer) {
+            if let Err(code) = self.check_peer(from, *peer) {
                 return self.reply_error(from, request, &auth, code.0, code.1);
             }
         }
@@ -850,7 +899,7 @@ impl Server {
                 return self.reply_error(from, request, &auth, 400, "XOR-PEER-ADDRESS missing");
             }
         };
-        if let Err(code) = self.check_peer(peer.ip()) {
+        if let Err(code) = self.check_peer(from, peer.ip()) {
             return self.reply_error(from, request, &auth, code.0, code.1);
         }
         let channel_until = now + self.config.lifetimes.channel;
@@ -996,15 +1045,20 @@ impl Server {
         }
     }
 
-    fn check_peer(&mut self, peer: IpAddr) -> Result<(), (u16, &'static str)> {
-        if peer.is_ipv4() != self.config.relay_address.is_ipv4()
-            && crate::policy::canonical(peer).is_ipv4() != self.config.relay_address.is_ipv4()
-        {
+    /// Whether the allocation of `from` may have `peer` as a peer: the same
+    /// family as its relayed address (443 otherwise), and allowed by the policy.
+    fn check_peer(&mut self, from: FiveTuple, peer: IpAddr) -> Result<(), (u16, &'static str)> {
+        let relay_v4 = self
+            .allocations
+            .get(&from)
+            .map_or(self.config.relay_address, |allocation| allocation.relay_ip)
+            .is_ipv4();
+        if peer.is_ipv4() != relay_v4 && crate::policy::canonical(peer).is_ipv4() != relay_v4 {
             return Err((443, "Peer Address Family Mismatch"));
         }
         // Another allocation on this relay is a peer like any other (both sides
         // relayed); its data never leaves the relay (see `is_relay`).
-        if crate::policy::canonical(peer) == self.config.relay_address {
+        if self.is_relay_address(peer) {
             return Ok(());
         }
         match self.config.peer_policy.check(peer) {

@@ -79,7 +79,7 @@ impl Harness {
                     assert_eq!(to, to_whom);
                     sent.push(bytes);
                 }
-                Command::OpenRelay { port } => {
+                Command::OpenRelay { port, .. } => {
                     assert!((50000..=50009).contains(&port));
                     self.server
                         .handle_relay_opened(port, self.next_port_result, self.now);
@@ -1038,4 +1038,72 @@ fn every_address_of_the_host_is_out_of_reach_both_ways() {
     // A public peer with a permission is delivered as usual.
     assert_eq!(h.permit(a, peer()), None);
     assert!(h.peer_sends(relayed_a.port(), peer(), b"ok").is_some());
+}
+
+#[test]
+fn ipv6_relays_for_requested_address_family_ipv6_with_the_policy_applied() {
+    use stun_types::AddressFamily;
+    use turn_types::attribute::RequestedAddressFamily;
+    // Without an IPv6 relay address: 440.
+    let mut h = Harness::new(config());
+    let answer = allocate_with(
+        &mut h,
+        client(1),
+        &[&RequestedAddressFamily::new(AddressFamily::IPV6)],
+    );
+    assert_eq!(
+        error_code(&Message::from_bytes(&answer).unwrap()),
+        Some(440)
+    );
+
+    let mut with_v6 = config();
+    with_v6.relay_address_v6 = Some("2001:db8::10".parse().unwrap());
+    let mut h = Harness::new(with_v6);
+    let from = client(1);
+    let answer = allocate_with(
+        &mut h,
+        from,
+        &[&RequestedAddressFamily::new(AddressFamily::IPV6)],
+    );
+    let message = Message::from_bytes(&answer).unwrap();
+    let relayed = message
+        .attribute::<XorRelayedAddress>()
+        .unwrap()
+        .addr(message.transaction_id());
+    assert_eq!(
+        relayed.ip(),
+        "2001:db8::10".parse::<std::net::IpAddr>().unwrap()
+    );
+    // Peers of an IPv6 relay are IPv6, under the same policy as IPv4 ones.
+    assert_eq!(
+        h.permit(from, "[2001:db8:5::7]:7000".parse().unwrap()),
+        None
+    );
+    assert_eq!(
+        h.permit(from, peer()),
+        Some(443),
+        "an IPv4 peer on an IPv6 relay"
+    );
+    for denied in [
+        "[fe80::1]:7000",
+        "[::1]:7000",
+        "[fd00::5]:7000",
+        "[64:ff9b::a9fe:a9fe]:80",
+    ] {
+        assert_eq!(
+            h.permit(from, denied.parse().unwrap()),
+            Some(403),
+            "{denied}"
+        );
+    }
+    // An IPv4 client's default allocation is still IPv4.
+    let v4 = allocate_with(&mut h, client(2), &[]);
+    assert!(
+        Message::from_bytes(&v4)
+            .unwrap()
+            .attribute::<XorRelayedAddress>()
+            .is_ok_and(|address| address
+                .addr(Message::from_bytes(&v4).unwrap().transaction_id())
+                .is_ipv4())
+    );
 }

@@ -268,13 +268,18 @@ pub struct EchoPeer {
 
 impl EchoPeer {
     pub fn start() -> Self {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        Self::on("127.0.0.1")
+    }
+
+    /// An echo peer on `address` (e.g. `::1`).
+    pub fn on(address: &str) -> Self {
+        let port = std::net::UdpSocket::bind((address, 0))
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let child = std::process::Command::new(coturn_tool("turnutils_peer"))
-            .args(["-p", &port.to_string(), "-L", "127.0.0.1"])
+            .args(["-p", &port.to_string(), "-L", address])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -360,7 +365,10 @@ impl ChildServer {
             .spawn()
             .unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", https)).is_err() {
+        // The port listens before the certificate is made: wait for both.
+        while std::net::TcpStream::connect(("127.0.0.1", https)).is_err()
+            || !dir.join("cert.pem").exists()
+        {
             assert!(std::time::Instant::now() < deadline, "duet did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
