@@ -66,16 +66,7 @@ fn legitimate_client_relays(port: u16, peer: &EchoPeer) {
         .args(["-r", &peer.port.to_string(), "127.0.0.1"])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "uclient failed under the flood:\n{text}"
-    );
-    assert!(
-        text.contains("tot_send_msgs=60, tot_recv_msgs=60"),
-        "{text}"
-    );
+    common::assert_uclient_relayed(&output, 60);
 }
 
 #[test]

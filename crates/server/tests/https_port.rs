@@ -49,14 +49,7 @@ fn uclient_relays_without_loss(port: u16, peer: &EchoPeer, tls: bool) {
         .args(["-r", &peer.port.to_string(), "127.0.0.1"])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "uclient failed:\n{text}");
-    assert!(
-        text.contains("tot_send_msgs=100, tot_recv_msgs=100"),
-        "{text}"
-    );
-    assert!(text.contains("Total lost packets 0 (0.000000%)"), "{text}");
+    common::assert_uclient_relayed(&output, 100);
 }
 
 async fn page_is_served(server: &TestServer) {

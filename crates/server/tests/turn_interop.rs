@@ -43,14 +43,7 @@ fn uclient(server: &TestServer, peer: &EchoPeer, extra: &[&str], auth: &[&str], 
         .arg("127.0.0.1")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "uclient failed:\n{text}");
-    assert!(
-        text.contains("tot_send_msgs=100, tot_recv_msgs=100"),
-        "{text}"
-    );
-    assert!(text.contains("Total lost packets 0 (0.000000%)"), "{text}");
+    common::assert_uclient_relayed(&output, 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,14 +284,7 @@ fn uclient_with_default_flags(server: &TestServer, peer: &EchoPeer, transport: &
         .args(["-r", &peer.port.to_string(), "127.0.0.1"])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "uclient failed:\n{text}");
-    assert!(
-        text.contains("tot_send_msgs=100, tot_recv_msgs=100"),
-        "{text}"
-    );
-    assert!(text.contains("Total lost packets 0 (0.000000%)"), "{text}");
+    common::assert_uclient_relayed(&output, 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,13 +313,6 @@ async fn uclient_gets_an_ipv6_relay_and_relays_to_an_ipv6_peer() {
                 .output()
                 .unwrap()
         });
-        let text = String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "uclient failed:\n{text}");
-        assert!(
-            text.contains("tot_send_msgs=100, tot_recv_msgs=100"),
-            "{text}"
-        );
-        assert!(text.contains("Total lost packets 0 (0.000000%)"), "{text}");
+        common::assert_uclient_relayed(&output, 100);
     }
 }

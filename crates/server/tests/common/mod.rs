@@ -418,3 +418,18 @@ impl Drop for ChildServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Asserts that a `turnutils_uclient` run succeeded and every one of its
+/// `messages` came back, none lost.
+pub fn assert_uclient_relayed(output: &std::process::Output, messages: usize) {
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "uclient failed:\n{text}");
+    assert!(
+        text.contains(&format!(
+            "tot_send_msgs={messages}, tot_recv_msgs={messages}"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("Total lost packets 0 (0.000000%)"), "{text}");
+}
