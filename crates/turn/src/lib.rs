@@ -15,6 +15,7 @@ pub mod config;
 pub mod datapath;
 pub mod policy;
 mod reflection;
+pub mod request;
 mod server;
 
 pub use auth::{Credentials, rest_credentials, rest_password};

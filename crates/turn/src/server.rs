@@ -21,11 +21,8 @@ use stun_types::message::{
     BINDING, IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageType,
     MessageWrite, MessageWriteExt, MessageWriteVec, Method, TransactionId,
 };
-use turn_types::attribute::{
-    ChannelNumber, EvenPort, Lifetime, RequestedTransport, ReservationToken, XorPeerAddress,
-    XorRelayedAddress,
-};
-use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
+use turn_types::attribute::{Lifetime, ReservationToken, XorPeerAddress, XorRelayedAddress};
+use turn_types::message::{ALLOCATE, SEND};
 
 use crate::allocation::{Allocation, ChannelBindError};
 use crate::auth::{Nonces, Refusal};
@@ -33,6 +30,7 @@ use crate::config::Config;
 use crate::datapath;
 use crate::policy::PeerDecision;
 use crate::reflection::ReflectionBudget;
+use crate::request::{AllocateRequest, Family, Request, TurnError};
 
 /// How a client reached the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -116,6 +114,17 @@ struct Reservation {
 /// How long a reserved port waits for the Allocate that takes it (RFC 8656 §7.2: 30 s).
 pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
+/// What a handled request is answered with (a refusal is a [`TurnError`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    /// A success without attributes.
+    Success,
+    /// A success carrying LIFETIME (Refresh).
+    Lifetime(Duration),
+    /// Answered already, or later (an Allocate waits for its relay socket).
+    Later,
+}
+
 /// A request that passed authentication.
 struct Authenticated {
     username: String,
@@ -145,11 +154,6 @@ const KNOWN_ATTRIBUTES: [AttributeType; 16] = [
 const MESSAGE_INTEGRITY: AttributeType = AttributeType::new(0x0008);
 const MESSAGE_INTEGRITY_SHA256: AttributeType = AttributeType::new(0x001C);
 const FINGERPRINT: AttributeType = AttributeType::new(0x8028);
-const RESERVATION_TOKEN: AttributeType = AttributeType::new(0x0022);
-const REQUESTED_ADDRESS_FAMILY: AttributeType = AttributeType::new(0x0017);
-const EVEN_PORT: AttributeType = AttributeType::new(0x0018);
-const REQUESTED_TRANSPORT: AttributeType = AttributeType::new(0x0019);
-const XOR_PEER_ADDRESS: AttributeType = AttributeType::new(0x0012);
 /// Relay ports tried for one Allocate before giving up with 508.
 const OPEN_ATTEMPTS: u8 = 3;
 
@@ -548,28 +552,62 @@ impl Server {
             self.answer_unauthenticated(from, packet.len(), response);
             return None;
         }
-        let method = message.method();
-        if method == BINDING {
+        if message.method() == BINDING {
             self.binding(from, &message, packet.len());
-        } else if method == ALLOCATE {
-            self.allocate(from, &message, packet.len(), now);
-        } else if method == REFRESH {
-            self.refresh(from, &message, packet.len(), now);
-        } else if method == CREATE_PERMISSION {
-            self.create_permission(from, &message, packet.len(), now);
-        } else if method == CHANNEL_BIND {
-            self.channel_bind(from, &message, packet.len(), now);
-        } else {
+            return None;
+        }
+        let Some(decoded) = Request::decode(&message) else {
             let response = self.error(
-                method,
+                message.method(),
                 message.transaction_id(),
                 400,
                 "Unknown method",
                 None,
             );
             self.answer_unauthenticated(from, packet.len(), response);
+            return None;
+        };
+        // Authenticated first (a 401 or 438 challenge otherwise), then the
+        // request's own checks; every refusal is answered here, in one place.
+        let auth = self.authenticate(from, &message, packet.len(), now)?;
+        let reply =
+            decoded.and_then(|request| self.handle_request(from, &message, &auth, request, now));
+        match reply {
+            Ok(Reply::Success) => self.reply_success(from, &message, &auth, &[]),
+            Ok(Reply::Lifetime(lifetime)) => {
+                let lifetime = Lifetime::new(seconds(lifetime));
+                self.reply_success(from, &message, &auth, &[&lifetime]);
+            }
+            Ok(Reply::Later) => {}
+            Err(error) => self.reply_error(from, &message, &auth, error.code, error.reason),
         }
         None
+    }
+
+    /// One authenticated, decoded request: what to answer.
+    fn handle_request(
+        &mut self,
+        from: FiveTuple,
+        message: &Message<'_>,
+        auth: &Authenticated,
+        request: Request,
+        now: Instant,
+    ) -> Result<Reply, TurnError> {
+        match request {
+            Request::Allocate(request) => self.allocate(from, message, auth, request, now),
+            Request::Refresh { lifetime } => {
+                self.check_owner(from, auth)?;
+                Ok(self.refresh(from, lifetime, now))
+            }
+            Request::CreatePermission { peers } => {
+                self.check_owner(from, auth)?;
+                self.create_permission(from, peers, now)
+            }
+            Request::ChannelBind { number, peer } => {
+                self.check_owner(from, auth)?;
+                self.channel_bind(from, number, peer, now)
+            }
+        }
     }
 
     fn binding(&mut self, from: FiveTuple, request: &Message<'_>, request_len: usize) {
@@ -591,152 +629,71 @@ impl Server {
     fn allocate(
         &mut self,
         from: FiveTuple,
-        request: &Message<'_>,
-        request_len: usize,
+        message: &Message<'_>,
+        auth: &Authenticated,
+        request: AllocateRequest,
         now: Instant,
-    ) {
-        let transaction = request.transaction_id();
-        let auth = match self.authenticate(from, request, request_len, now) {
-            Some(auth) => auth,
-            None => return,
-        };
+    ) -> Result<Reply, TurnError> {
+        let transaction = message.transaction_id();
         if let Some(existing) = self.allocations.get(&from) {
-            if existing.allocate_transaction == transaction {
-                let bytes = existing.allocate_response.clone();
-                self.send(from, bytes);
-            } else {
-                self.reply_error(from, request, &auth, 437, "Allocation Mismatch");
+            if existing.allocate_transaction != transaction {
+                return Err(TurnError::new(437, "Allocation Mismatch"));
             }
-            return;
+            // A retransmission: the same answer again.
+            let bytes = existing.allocate_response.clone();
+            self.send(from, bytes);
+            return Ok(Reply::Later);
         }
         if self.pending.values().any(|pending| pending.from == from) {
-            return; // a retransmission while the relay socket is being opened
+            return Ok(Reply::Later); // a retransmission while the relay socket is being opened
         }
-        if request
-            .iter_attributes()
-            .filter(|(_, attribute)| attribute.header.get_type() == REQUESTED_TRANSPORT)
-            .count()
-            > 1
-        {
-            return self.reply_error(from, request, &auth, 400, "Duplicate REQUESTED-TRANSPORT");
-        }
-        match request.attribute::<RequestedTransport>() {
-            Ok(transport) if transport.protocol() == RequestedTransport::UDP => {}
-            Ok(_) => {
-                return self.reply_error(
-                    from,
-                    request,
-                    &auth,
-                    442,
-                    "Unsupported Transport Protocol",
-                );
-            }
-            Err(_) => {
-                return self.reply_error(from, request, &auth, 400, "REQUESTED-TRANSPORT missing");
-            }
-        }
-        let token = match request.raw_attribute(RESERVATION_TOKEN) {
-            None => None,
-            Some(_) => match request.attribute::<ReservationToken>() {
-                Ok(token) => Some(token.token()),
-                Err(_) => {
-                    return self.reply_error(from, request, &auth, 400, "Bad RESERVATION-TOKEN");
-                }
-            },
-        };
-        let even_port = match request.raw_attribute(EVEN_PORT) {
-            None => None,
-            Some(_) => match request.attribute::<EvenPort>() {
-                Ok(even) => Some(even.requested()),
-                Err(_) => return self.reply_error(from, request, &auth, 400, "Bad EVEN-PORT"),
-            },
-        };
-        if token.is_some()
-            && (even_port.is_some() || request.has_attribute(REQUESTED_ADDRESS_FAMILY))
-        {
-            return self.reply_error(
-                from,
-                request,
-                &auth,
-                400,
-                "RESERVATION-TOKEN with EVEN-PORT or REQUESTED-ADDRESS-FAMILY",
-            );
-        }
-        let relay_ip = match request.raw_attribute(REQUESTED_ADDRESS_FAMILY) {
+        let v4 = self.config.relay_address.is_ipv4();
+        let relay_ip = match request.family {
             None => self.config.relay_address,
-            Some(raw) => match (raw.value.first(), self.config.relay_address_v6) {
-                (Some(0x01), _) if self.config.relay_address.is_ipv4() => self.config.relay_address,
-                (Some(0x02), _) if self.config.relay_address.is_ipv6() => self.config.relay_address,
-                (Some(0x02), Some(v6)) => v6,
-                (Some(0x01 | 0x02), _) => {
-                    return self.reply_error(
-                        from,
-                        request,
-                        &auth,
-                        440,
-                        "Address Family not Supported",
-                    );
-                }
-                _ => {
-                    return self.reply_error(
-                        from,
-                        request,
-                        &auth,
-                        400,
-                        "Bad REQUESTED-ADDRESS-FAMILY",
-                    );
-                }
-            },
+            Some(Family::V4) if v4 => self.config.relay_address,
+            Some(Family::V6) if !v4 => self.config.relay_address,
+            Some(Family::V6) => self
+                .config
+                .relay_address_v6
+                .ok_or(TurnError::new(440, "Address Family not Supported"))?,
+            Some(Family::V4) => return Err(TurnError::new(440, "Address Family not Supported")),
         };
         if self.draining {
-            return self.reply_error(from, request, &auth, 508, "Server Draining");
+            return Err(TurnError::new(508, "Server Draining"));
         }
         let user_count = self.per_user.get(&auth.username).copied().unwrap_or(0);
         if self.allocations.len() + self.pending.len() >= self.config.max_allocations
             || user_count >= self.config.max_allocations_per_user
         {
             self.stats.quota_refusals += 1;
-            return self.reply_error(from, request, &auth, 486, "Allocation Quota Reached");
+            return Err(TurnError::new(486, "Allocation Quota Reached"));
         }
         self.expire_reservations(now);
-        let (port, reservation) = match (token, even_port) {
-            (Some(token), _) => match self.reservations.remove(&token) {
-                Some(reserved) => (reserved.port, None),
-                None => {
-                    return self.reply_error(
-                        from,
-                        request,
-                        &auth,
-                        508,
-                        "Unknown or expired RESERVATION-TOKEN",
-                    );
-                }
-            },
-            (None, Some(true)) => match self.pick_port_pair() {
-                Some(port) => {
-                    let token: u64 = self.rng.random();
-                    self.reservations.insert(
-                        token,
-                        Reservation {
-                            port: port + 1,
-                            expires: now + RESERVATION_LIFETIME,
-                        },
-                    );
-                    (port, Some(token))
-                }
-                None => {
-                    return self.reply_error(from, request, &auth, 508, "Insufficient Capacity");
-                }
-            },
-            (None, even) => match self.pick_port(even.is_some()) {
-                Some(port) => (port, None),
-                None => {
-                    return self.reply_error(from, request, &auth, 508, "Insufficient Capacity");
-                }
-            },
+        let capacity = TurnError::new(508, "Insufficient Capacity");
+        let (port, reservation) = match (request.reservation, request.even_port) {
+            (Some(token), _) => {
+                let reserved = self
+                    .reservations
+                    .remove(&token)
+                    .ok_or(TurnError::new(508, "Unknown or expired RESERVATION-TOKEN"))?;
+                (reserved.port, None)
+            }
+            (None, Some(true)) => {
+                let port = self.pick_port_pair().ok_or(capacity)?;
+                let token: u64 = self.rng.random();
+                self.reservations.insert(
+                    token,
+                    Reservation {
+                        port: port + 1,
+                        expires: now + RESERVATION_LIFETIME,
+                    },
+                );
+                (port, Some(token))
+            }
+            (None, even) => (self.pick_port(even.is_some()).ok_or(capacity)?, None),
         };
         let lifetime = self
-            .desired_lifetime(request)
+            .desired_lifetime(request.lifetime)
             .unwrap_or(self.config.lifetimes.allocation_default);
         *self.per_user.entry(auth.username.clone()).or_insert(0) += 1;
         self.pending.insert(
@@ -744,8 +701,8 @@ impl Server {
             Pending {
                 from,
                 transaction,
-                username: auth.username,
-                credentials: auth.credentials,
+                username: auth.username.clone(),
+                credentials: auth.credentials.clone(),
                 algorithm: auth.algorithm,
                 lifetime,
                 attempts: 0,
@@ -757,6 +714,7 @@ impl Server {
             port,
             ipv6: relay_ip.is_ipv6(),
         });
+        Ok(Reply::Later)
     }
 
     fn finish_allocation(&mut self, port: u16, pending: Pending, now: Instant) {
@@ -806,126 +764,71 @@ impl Server {
         self.send(pending.from, bytes);
     }
 
-    fn refresh(
-        &mut self,
-        from: FiveTuple,
-        request: &Message<'_>,
-        request_len: usize,
-        now: Instant,
-    ) {
-        let Some(auth) = self.authenticate_owner(from, request, request_len, now) else {
-            return;
-        };
-        let requested_zero = request
-            .attribute::<Lifetime>()
-            .is_ok_and(|lifetime| lifetime.seconds() == 0);
-        let lifetime = if requested_zero {
-            Duration::ZERO
-        } else {
-            self.desired_lifetime(request)
-                .unwrap_or(self.config.lifetimes.allocation_default)
-        };
-        if requested_zero {
+    fn refresh(&mut self, from: FiveTuple, lifetime: Option<u32>, now: Instant) -> Reply {
+        if lifetime == Some(0) {
             self.delete_allocation(&from);
-        } else if let Some(allocation) = self.allocations.get_mut(&from) {
+            return Reply::Lifetime(Duration::ZERO);
+        }
+        let lifetime = self
+            .desired_lifetime(lifetime)
+            .unwrap_or(self.config.lifetimes.allocation_default);
+        if let Some(allocation) = self.allocations.get_mut(&from) {
             allocation.expires = now + lifetime;
             self.expiries.push(Reverse((allocation.expires, from)));
         }
-        let lifetime_attribute = Lifetime::new(seconds(lifetime));
-        self.reply_success(from, request, &auth, &[&lifetime_attribute]);
+        Reply::Lifetime(lifetime)
     }
 
     fn create_permission(
         &mut self,
         from: FiveTuple,
-        request: &Message<'_>,
-        request_len: usize,
+        peers: Vec<IpAddr>,
         now: Instant,
-    ) {
-        let Some(auth) = self.authenticate_owner(from, request, request_len, now) else {
-            return;
-        };
-        let transaction = request.transaction_id();
-        let mut peers = Vec::new();
-        for (_, raw) in request.iter_attributes() {
-            if raw.header.get_type() != XOR_PEER_ADDRESS {
-                continue;
-            }
-            match XorPeerAddress::try_from(&raw) {
-                Ok(peer) => peers.push(peer.addr(transaction).ip()),
-                Err(_) => {
-                    return self.reply_error(from, request, &auth, 400, "Bad XOR-PEER-ADDRESS");
-                }
-            }
-        }
-        if peers.is_empty() {
-            return self.reply_error(from, request, &auth, 400, "XOR-PEER-ADDRESS missing");
-        }
+    ) -> Result<Reply, TurnError> {
         // Every peer is checked before any permission is installed (all or nothing).
         for peer in &peers {
-            if let Err(code) = self.check_peer(from, *peer) {
-                return self.reply_error(from, request, &auth, code.0, code.1);
-            }
+            self.check_peer(from, *peer)?;
         }
         let until = now + self.config.lifetimes.permission;
-        let Some(allocation) = self.allocations.get_mut(&from) else {
-            return;
-        };
+        let allocation = self
+            .allocations
+            .get_mut(&from)
+            .ok_or(TurnError::new(437, "Allocation Mismatch"))?;
         for peer in peers {
             if !allocation.permit(peer, until, now) {
-                return self.reply_error(from, request, &auth, 508, "Too many permissions");
+                return Err(TurnError::new(508, "Too many permissions"));
             }
         }
-        self.reply_success(from, request, &auth, &[]);
+        Ok(Reply::Success)
     }
 
     fn channel_bind(
         &mut self,
         from: FiveTuple,
-        request: &Message<'_>,
-        request_len: usize,
+        number: u16,
+        peer: SocketAddr,
         now: Instant,
-    ) {
-        let Some(auth) = self.authenticate_owner(from, request, request_len, now) else {
-            return;
-        };
-        let number = match request.attribute::<ChannelNumber>() {
-            Ok(number) => number.channel(),
-            Err(_) => return self.reply_error(from, request, &auth, 400, "CHANNEL-NUMBER missing"),
-        };
-        let peer = match request.attribute::<XorPeerAddress>() {
-            Ok(peer) => peer.addr(request.transaction_id()),
-            Err(_) => {
-                return self.reply_error(from, request, &auth, 400, "XOR-PEER-ADDRESS missing");
-            }
-        };
-        if let Err(code) = self.check_peer(from, peer.ip()) {
-            return self.reply_error(from, request, &auth, code.0, code.1);
-        }
+    ) -> Result<Reply, TurnError> {
+        self.check_peer(from, peer.ip())?;
         let channel_until = now + self.config.lifetimes.channel;
         let permission_until = now + self.config.lifetimes.permission;
-        let Some(allocation) = self.allocations.get_mut(&from) else {
-            return;
-        };
+        let allocation = self
+            .allocations
+            .get_mut(&from)
+            .ok_or(TurnError::new(437, "Allocation Mismatch"))?;
         match allocation.bind_channel(number, peer, channel_until, now) {
             Ok(()) => {}
             Err(ChannelBindError::BadNumber) => {
-                return self.reply_error(from, request, &auth, 400, "Bad channel number");
+                return Err(TurnError::new(400, "Bad channel number"));
             }
             Err(ChannelBindError::Conflict) => {
-                return self.reply_error(
-                    from,
-                    request,
-                    &auth,
-                    400,
-                    "Channel or peer already bound",
-                );
+                return Err(TurnError::new(400, "Channel or peer already bound"));
             }
         }
         if !allocation.permit(peer.ip(), permission_until, now) {
-            return self.reply_error(from, request, &auth, 508, "Too many permissions");
+            return Err(TurnError::new(508, "Too many permissions"));
         }
-        self.reply_success(from, request, &auth, &[]);
+        Ok(Reply::Success)
     }
 
     // ----- authentication -----
@@ -1021,40 +924,26 @@ impl Server {
         })
     }
 
-    /// Authenticates a request that acts on `from`'s allocation: it must exist
-    /// (else 437) and belong to the same user (else 441). On failure the answer
-    /// is already queued and `None` returned.
-    fn authenticate_owner(
-        &mut self,
-        from: FiveTuple,
-        request: &Message<'_>,
-        request_len: usize,
-        now: Instant,
-    ) -> Option<Authenticated> {
-        let auth = self.authenticate(from, request, request_len, now)?;
+    /// A request that acts on `from`'s allocation: it must exist (else 437)
+    /// and belong to the same user (else 441).
+    fn check_owner(&self, from: FiveTuple, auth: &Authenticated) -> Result<(), TurnError> {
         match self.allocations.get(&from) {
-            Some(allocation) if allocation.username == auth.username => Some(auth),
-            Some(_) => {
-                self.reply_error(from, request, &auth, 441, "Wrong Credentials");
-                None
-            }
-            None => {
-                self.reply_error(from, request, &auth, 437, "Allocation Mismatch");
-                None
-            }
+            Some(allocation) if allocation.username == auth.username => Ok(()),
+            Some(_) => Err(TurnError::new(441, "Wrong Credentials")),
+            None => Err(TurnError::new(437, "Allocation Mismatch")),
         }
     }
 
     /// Whether the allocation of `from` may have `peer` as a peer: the same
     /// family as its relayed address (443 otherwise), and allowed by the policy.
-    fn check_peer(&mut self, from: FiveTuple, peer: IpAddr) -> Result<(), (u16, &'static str)> {
+    fn check_peer(&mut self, from: FiveTuple, peer: IpAddr) -> Result<(), TurnError> {
         let relay_v4 = self
             .allocations
             .get(&from)
             .map_or(self.config.relay_address, |allocation| allocation.relay_ip)
             .is_ipv4();
         if peer.is_ipv4() != relay_v4 && crate::policy::canonical(peer).is_ipv4() != relay_v4 {
-            return Err((443, "Peer Address Family Mismatch"));
+            return Err(TurnError::new(443, "Peer Address Family Mismatch"));
         }
         // Another allocation on this relay is a peer like any other (both sides
         // relayed); its data never leaves the relay (see `is_relay`).
@@ -1065,7 +954,7 @@ impl Server {
             PeerDecision::Allowed => Ok(()),
             PeerDecision::Denied(_) => {
                 self.stats.denied_peers += 1;
-                Err((403, "Forbidden"))
+                Err(TurnError::new(403, "Forbidden"))
             }
         }
     }
@@ -1207,10 +1096,10 @@ impl Server {
 
     // ----- bookkeeping -----
 
-    fn desired_lifetime(&self, request: &Message<'_>) -> Option<Duration> {
-        let requested = request.attribute::<Lifetime>().ok()?;
+    /// The lifetime granted for `requested` seconds: within the default and the maximum.
+    fn desired_lifetime(&self, requested: Option<u32>) -> Option<Duration> {
         let lifetimes = self.config.lifetimes;
-        let requested = Duration::from_secs(u64::from(requested.seconds()));
+        let requested = Duration::from_secs(u64::from(requested?));
         Some(
             requested
                 .min(lifetimes.allocation_max)
