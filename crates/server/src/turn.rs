@@ -329,10 +329,16 @@ fn send_to_client(udp: &UdpSocket, inner: &Inner, to: FiveTuple, bytes: &[u8]) {
         Transport::Udp => {
             let _ = udp.try_send_to(bytes, to.client);
         }
-        Transport::Tcp => {
-            if let Some(writer) = inner.stream_clients.get(&to) {
-                writer.send(bytes);
-            }
+        Transport::Tcp => inner.write_to_stream(&to, bytes),
+    }
+}
+
+impl Inner {
+    /// Queues `bytes` for a stream (TCP or TLS) client; its task writes them.
+    /// The one way anything reaches a stream client.
+    fn write_to_stream(&self, to: &FiveTuple, bytes: &[u8]) {
+        if let Some(writer) = self.stream_clients.get(to) {
+            writer.send(bytes);
         }
     }
 }
@@ -402,10 +408,7 @@ pub(crate) fn relay_client_message(
         match delivery.to.transport {
             Transport::Udp => Some(Outcome::ToClient(delivery)),
             Transport::Tcp => {
-                let bytes = scratch.get(delivery.bytes)?;
-                if let Some(writer) = inner.stream_clients.get(&delivery.to) {
-                    writer.send(bytes);
-                }
+                inner.write_to_stream(&delivery.to, scratch.get(delivery.bytes)?);
                 None
             }
         }
@@ -462,11 +465,7 @@ async fn run_relay(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: u16) {
                 drop(inner);
                 let _ = shared.udp.try_send_to(bytes, delivery.to.client);
             }
-            Transport::Tcp => {
-                if let Some(writer) = inner.stream_clients.get(&delivery.to) {
-                    writer.send(bytes);
-                }
-            }
+            Transport::Tcp => inner.write_to_stream(&delivery.to, bytes),
         }
     }
 }
