@@ -177,6 +177,9 @@ options! {
         value log: String = "info,memory_serve=warn",
             flag "log", env "DUET_LOG", key "log", name "FILTER", hide false,
             help "Log filter, e.g. `info` or `duet=debug`";
+        value drain_timeout_secs: u64 = "30",
+            flag "drain-timeout-secs", env "DUET_DRAIN_TIMEOUT_SECS", key "drain_timeout_secs", name "SECS", hide false,
+            help "On SIGTERM, seconds relayed calls may go on before the server stops (it stops sooner when none is left)";
     }
 }
 
@@ -243,9 +246,6 @@ options! {
         value rate_limit_burst: u32 = "200",
             flag "rate-limit-burst", env "DUET_RATE_LIMIT_BURST", key "rate_limit_burst", name "N", hide false,
             help "Messages a connection may send in a burst";
-        value drain_timeout_secs: u64 = "30",
-            flag "drain-timeout-secs", env "DUET_DRAIN_TIMEOUT_SECS", key "drain_timeout_secs", name "SECS", hide false,
-            help "On SIGTERM, seconds relayed calls may go on before the server stops (it stops sooner when none is left)";
     }
 }
 
@@ -617,7 +617,7 @@ impl ServeConfig {
             allowed_origins,
             max_connections: values.max_connections,
             max_connections_per_ip: values.max_connections_per_ip,
-            drain_timeout: Duration::from_secs(values.drain_timeout_secs),
+            drain_timeout: Duration::from_secs(state.drain_timeout_secs),
             log: state.log,
             turn,
             signaling: duet_signaling::Config {
@@ -642,6 +642,8 @@ impl ServeConfig {
 pub struct RelayConfig {
     pub data_dir: PathBuf,
     pub log: String,
+    /// How long a drain (SIGTERM) waits for relayed calls to end.
+    pub drain_timeout: Duration,
     pub turn: TurnSettings,
 }
 
@@ -657,6 +659,7 @@ impl RelayConfig {
         Ok(Self {
             data_dir: state.data_dir,
             log: state.log,
+            drain_timeout: Duration::from_secs(state.drain_timeout_secs),
             turn,
         })
     }

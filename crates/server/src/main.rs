@@ -64,8 +64,27 @@ fn relay_only(config: RelayConfig) -> anyhow::Result<()> {
         );
         let _ = out.flush();
         drop(out);
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
         tokio::select! {
-            signal = shutdown_signal() => signal?,
+            _ = terminate.recv() => {
+                // Drain: no new allocations; relayed calls go on until they end,
+                // the deadline passes, or another signal comes.
+                relay.stop_allocating();
+                tracing::info!(deadline_secs = config.drain_timeout.as_secs(), "draining: new allocations are refused");
+                let drained = async {
+                    while relay.stats().allocations > 0 {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::timeout(config.drain_timeout, drained) => {}
+                    _ = terminate.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+            }
+            _ = interrupt.recv() => {}
             Some(result) = tasks.join_next() => {
                 result.map_err(|error| anyhow::anyhow!("a relay task stopped: {error}"))??;
             }
@@ -164,15 +183,4 @@ fn announce(server: &RunningServer) {
         server.identity.fingerprint
     );
     let _ = out.flush();
-}
-
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
-    }
-    Ok(())
 }

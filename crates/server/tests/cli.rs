@@ -190,3 +190,45 @@ fn it_announces_the_url_and_fingerprint_and_stops_on_sigterm_within_5_seconds() 
     again.kill().unwrap();
     again.wait().unwrap();
 }
+
+#[test]
+fn the_relay_alone_drains_on_sigterm_and_stops_at_once_with_no_allocation_left() {
+    let dir = temp_dir("turn-drain");
+    let mut child = duet()
+        .args([
+            "turn",
+            "--turn-listen",
+            "127.0.0.1:0",
+            "--drain-timeout-secs",
+            "20",
+        ])
+        .arg("--data-dir")
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(line.contains("Duet relay is running"), "{line}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // No relayed call: the drain ends long before its 20 s deadline.
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still draining after 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
