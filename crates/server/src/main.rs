@@ -45,6 +45,11 @@ fn prepare(log: &str) -> anyhow::Result<tokio::runtime::Runtime> {
 fn relay_only(config: RelayConfig) -> anyhow::Result<()> {
     let runtime = prepare(&config.log)?;
     runtime.block_on(async move {
+        // Signals are caught before anything is announced, so a SIGTERM sent
+        // as soon as the relay says it runs is a drain, not a kill.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
         let relay =
@@ -64,9 +69,6 @@ fn relay_only(config: RelayConfig) -> anyhow::Result<()> {
         );
         let _ = out.flush();
         drop(out);
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut terminate = signal(SignalKind::terminate())?;
-        let mut interrupt = signal(SignalKind::interrupt())?;
         tokio::select! {
             _ = terminate.recv() => {
                 // Drain: no new allocations; relayed calls go on until they end,
