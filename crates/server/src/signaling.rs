@@ -14,9 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
+use duet_signaling::cmd::{self, CmdClient};
 use duet_signaling::{
-    CloseCode, ConnectionId, Disconnect, Hub, MessageKind, Output, ServerMessage,
+    CloseCode, ConnectionId, Disconnect, Hub, MessageKind, Output, PeerId, ServerMessage,
 };
+use serde_json::value::RawValue;
 use tokio::sync::{Notify, watch};
 
 use crate::metrics::Metrics;
@@ -35,8 +37,29 @@ pub struct Signaling {
 struct Inner {
     hub: Hub,
     outboxes: HashMap<ConnectionId, Outbox>,
+    /// The dialect of each connection, told by its first frame.
+    dialects: HashMap<ConnectionId, Dialect>,
+    /// The uids `cmd` clients joined with, by their seat's id.
+    cmd_uids: HashMap<PeerId, String>,
     /// When the timer task will wake next.
     timer_at: Option<Instant>,
+}
+
+/// What a connection speaks: Duet's own protocol, or the `cmd` dialect
+/// (translated at this edge; see `duet_signaling::cmd`).
+#[derive(Debug)]
+enum Dialect {
+    Duet,
+    Cmd {
+        client: CmdClient,
+        /// Its seat's id, once joined.
+        id: Option<PeerId>,
+    },
+}
+
+/// How `cmd` clients know a member: its uid if it speaks `cmd`, its id otherwise.
+fn uid_of(uids: &HashMap<PeerId, String>, id: PeerId) -> String {
+    uids.get(&id).cloned().unwrap_or_else(|| id.to_string())
 }
 
 impl Signaling {
@@ -46,6 +69,8 @@ impl Signaling {
             inner: Mutex::new(Inner {
                 hub: Hub::new(config, seed),
                 outboxes: HashMap::new(),
+                dialects: HashMap::new(),
+                cmd_uids: HashMap::new(),
                 timer_at: None,
             }),
             timer_wake: Notify::new(),
@@ -86,7 +111,32 @@ impl Signaling {
     pub fn text(&self, connection: ConnectionId, text: &str) {
         let started = Instant::now();
         let mut kind = None;
-        self.with_hub(|inner, now| kind = inner.hub.handle_text(connection, text, now));
+        self.with_hub(|inner, now| {
+            let dialect = inner.dialects.entry(connection).or_insert_with(|| {
+                if cmd::is_cmd(text) {
+                    Dialect::Cmd {
+                        client: CmdClient::default(),
+                        id: None,
+                    }
+                } else {
+                    Dialect::Duet
+                }
+            });
+            kind = match dialect {
+                Dialect::Duet => inner.hub.handle_text(connection, text, now),
+                Dialect::Cmd { client, .. } => {
+                    let seat = inner.hub.seat_of(connection);
+                    let seat = cmd::Seat {
+                        room: seat.as_ref().map(|(room, _, _)| room.clone()),
+                        mate_uid: seat
+                            .and_then(|(_, _, mate)| mate)
+                            .map(|mate| uid_of(&inner.cmd_uids, mate)),
+                    };
+                    let translated = client.translate_in(text, &seat);
+                    inner.hub.handle_translated(connection, translated, now)
+                }
+            };
+        });
         if kind.is_some() {
             self.metrics.messages_received.inc();
         }
@@ -108,12 +158,26 @@ impl Signaling {
     }
 
     pub fn disconnect(&self, connection: ConnectionId, how: Disconnect) {
+        let mut cmd_id = None;
         self.with_hub(|inner, now| {
             if inner.outboxes.remove(&connection).is_some() {
                 self.metrics.connections.dec();
             }
+            let how = match inner.dialects.remove(&connection) {
+                // A `cmd` client has no resume token: waiting for it to come
+                // back is pointless, so its room mate is told at once.
+                Some(Dialect::Cmd { id, .. }) => {
+                    cmd_id = id;
+                    Disconnect::Closed
+                }
+                _ => how,
+            };
             inner.hub.handle_disconnect(connection, how, now);
         });
+        // After the `peer-leave` above was rendered with it.
+        if let Some(id) = cmd_id {
+            self.lock().cmd_uids.remove(&id);
+        }
     }
 
     /// Fires the hub's deadlines until `shutdown` turns true.
@@ -166,7 +230,15 @@ impl Signaling {
             match output {
                 Output::Send { to, message } => {
                     self.count(&message);
-                    let text = Utf8Bytes::from(message.to_json());
+                    let rendered = render(inner, to, &message);
+                    if let ServerMessage::Bye { id } = &message {
+                        // That seat is gone for good; its uid was needed once more, above.
+                        inner.cmd_uids.remove(id);
+                    }
+                    let Some(text) = rendered else {
+                        continue;
+                    };
+                    let text = Utf8Bytes::from(text);
                     let Some(outbox) = inner.outboxes.get(&to) else {
                         continue;
                     };
@@ -174,6 +246,7 @@ impl Signaling {
                         // A slow reader: dropping its sender ends its task,
                         // which closes the socket with 4003.
                         inner.outboxes.remove(&to);
+                        forget_dialect(inner, to);
                         self.metrics.connections.dec();
                         self.metrics.close(CloseCode::SlowReader.number());
                         inner.hub.handle_disconnect(to, Disconnect::Closed, now);
@@ -185,6 +258,7 @@ impl Signaling {
                     reason,
                 } => {
                     self.metrics.close(code.number());
+                    forget_dialect(inner, connection);
                     if let Some(outbox) = inner.outboxes.remove(&connection) {
                         self.metrics.connections.dec();
                         outbox.close(code.number(), reason);
@@ -209,6 +283,44 @@ impl Signaling {
             | ServerMessage::Leaved { .. }
             | ServerMessage::Bye { .. }
             | ServerMessage::Pong => {}
+        }
+    }
+}
+
+/// Drops what is kept of a connection the hub has closed. (A `cmd` client's
+/// uid stays until it is gone from its room: only the `peer-leave` needs it.)
+fn forget_dialect(inner: &mut Inner, connection: ConnectionId) {
+    if let Some(Dialect::Cmd { id: Some(id), .. }) = inner.dialects.remove(&connection)
+        && inner.hub.seat_of(connection).is_none()
+    {
+        inner.cmd_uids.remove(&id);
+    }
+}
+
+/// A hub message as `to` reads it: in the `cmd` dialect for a `cmd` client
+/// (`None`: nothing to send it), in Duet's protocol otherwise, with what a
+/// `cmd` member sent turned into the web client's SDP and candidates.
+fn render(inner: &mut Inner, to: ConnectionId, message: &ServerMessage) -> Option<String> {
+    match inner.dialects.get_mut(&to) {
+        Some(Dialect::Cmd { client, id }) => {
+            if let ServerMessage::Joined { id: own, .. } = message {
+                *id = Some(*own);
+                if let Some(uid) = client.uid() {
+                    inner.cmd_uids.insert(*own, uid.to_owned());
+                }
+            }
+            let room = inner.hub.seat_of(to).map(|(room, _, _)| room);
+            let uids = &inner.cmd_uids;
+            client.translate_out(message, room.as_ref(), &|id| uid_of(uids, id))
+        }
+        _ => {
+            if let ServerMessage::Message { from, data } = message
+                && let Some(translated) = cmd::to_duet(data.get())
+                && let Ok(data) = RawValue::from_string(translated)
+            {
+                return Some(ServerMessage::Message { from: *from, data }.to_json());
+            }
+            Some(message.to_json())
         }
     }
 }

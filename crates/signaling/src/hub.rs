@@ -244,6 +244,41 @@ impl Hub {
         }
     }
 
+    /// A message translated from another dialect (`cmd`), rate-limited like
+    /// any frame; `Err` is answered with a `bad_message` error saying why.
+    pub fn handle_translated(
+        &mut self,
+        connection: ConnectionId,
+        message: Result<ClientMessage, String>,
+        now: Instant,
+    ) -> Option<MessageKind> {
+        if !self.admit(connection, now) {
+            return None;
+        }
+        match message {
+            Ok(message) => {
+                let kind = message.kind();
+                self.handle_message(connection, message, now);
+                Some(kind)
+            }
+            Err(reason) => {
+                self.send_error(connection, ErrorCode::BadMessage, reason);
+                None
+            }
+        }
+    }
+
+    /// Where `connection` sits: its room, its id, and its room mate's id.
+    pub fn seat_of(&self, connection: ConnectionId) -> Option<(RoomName, PeerId, Option<PeerId>)> {
+        let (room, id) = self.sessions.get(&connection)?.seat.clone()?;
+        let mate = self
+            .rooms
+            .get(&room)
+            .and_then(|seats| seats.seats.iter().find(|seat| seat.id != id))
+            .map(|seat| seat.id);
+        Some((room, id, mate))
+    }
+
     /// A binary frame arrived; the protocol has none.
     pub fn handle_binary(&mut self, connection: ConnectionId, now: Instant) {
         if self.admit(connection, now) {
