@@ -179,6 +179,11 @@ FRAMES = {
     "bad-room": '{"type":"join","room":"a b"}',
     "bad-resume": '{"type":"join","room":"r","resume":12}',
     "message-without-data": '{"type":"message"}',
+    # The `cmd` dialect of the classic course variant (crates/signaling/src/cmd.rs).
+    "cmd-join": '{"cmd":"join","roomId":"r1","uid":"alice"}',
+    "cmd-offer": '{"cmd":"offer","roomId":"r1","uid":"alice","remoteUid":"mate","msg":"{\\"type\\":\\"offer\\",\\"sdp\\":\\"v=0\\"}"}',
+    "cmd-leave": '{"cmd":"leave","roomId":"r1","uid":"alice"}',
+    "cmd-candidate": '{"cmd":"candidate","msg":"{\\"candidate\\":\\"c\\",\\"sdpMid\\":\\"0\\"}"}',
 }
 
 
