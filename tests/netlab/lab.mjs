@@ -314,7 +314,9 @@ async function main() {
   };
   const totals = [summary('default'), summary('relay only')];
   for (const t of totals) console.log(`${t.mode}: ${t.connected} of ${t.total} connected; set-up p50 ${t.p50} ms, p95 ${t.p95} ms`);
-  await writeFile(path.join(HERE, 'last-run.json'), JSON.stringify({ date: new Date().toISOString(), runs, results, totals }, null, 2) + '\n');
+  if (args.includes('--save')) {
+    await writeFile(path.join(HERE, 'last-run.json'), JSON.stringify({ date: new Date().toISOString(), runs, results, totals }, null, 2) + '\n');
+  }
   const failed = totals.some((t) => t.connected !== t.total);
   const slow = totals[0].p95 >= 2000;
   if (slow) console.log('default set-up p95 is not under 2 s');
