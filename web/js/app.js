@@ -263,6 +263,10 @@ function installTestHook(getRoom, media) {
       get marks() {
         return { ...(getRoom()?.marks ?? {}) };
       },
+      /** The verification code shown in the call, if any. */
+      get verificationCode() {
+        return getRoom()?.verificationCode ?? null;
+      },
       get reconnects() {
         return getRoom()?.session.reconnects ?? 0;
       },

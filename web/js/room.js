@@ -33,6 +33,7 @@ import { StatsMonitor } from './stats.js';
 import { RingFlow, isRingMessage } from './ring.js';
 import { ChatPanel, CHAT_MAX, renderStats } from './panels.js';
 import { savePrefs } from './prefs.js';
+import { verificationCode } from './verify.js';
 import {
   $,
   Drawers,
@@ -66,6 +67,9 @@ export class Room {
   endReason = null;
   /** @type {PeerCall | null} */
   call = null;
+  /** The verification code of the current connection (see verify.js), once connected. */
+  /** @type {string | null} */
+  verificationCode = null;
   /** Counters for diagnostics and tests: what left this browser through signaling. */
   sent = { descriptions: 0, offers: 0, candidates: 0, messages: 0 };
   /** Timestamps (epoch ms) of milestones, for diagnostics and the set-up benchmark. */
@@ -415,6 +419,7 @@ export class Room {
       if (!this.marks.connected) this.marks.connected = now();
       this.#stats?.start();
       this.#setPhase('connected');
+      this.#showVerificationCode();
     } else if (state === 'reconnecting') {
       this.#setPhase('reconnecting');
     } else if (state === 'connecting' && this.phase !== 'connecting') {
@@ -859,6 +864,18 @@ export class Room {
     /** @type {HTMLButtonElement} */ (mic).disabled = !media.hasMic;
     setToggle($('cam-button'), media.cameraOff, media.cameraOff ? 'Turn on camera' : 'Turn off camera');
     setToggle($('screen-button'), media.sharingScreen, media.sharingScreen ? 'Stop sharing your screen' : 'Share your screen');
+  }
+
+  /** The verification code of the connection now (a new one on every new connection). */
+  async #showVerificationCode() {
+    const pc = this.call?.pc;
+    const code = pc ? await verificationCode(pc.localDescription?.sdp, pc.remoteDescription?.sdp) : null;
+    if (this.call?.pc !== pc || this.phase === 'ended') return;
+    this.verificationCode = code;
+    const element = $('verify');
+    element.hidden = !code;
+    $('verify-code').textContent = code ?? '';
+    element.setAttribute('aria-label', code ? `Verification code ${code.split('').join(' ')}` : '');
   }
 
   #tick() {
