@@ -168,6 +168,8 @@ async function browserNativeCall({ room, nativeFirst, relay, codec = 'VP8' }) {
       assert.equal(pair?.remote, 'relay', JSON.stringify(pair));
     }
     await chatIsEchoed(page, `hello native, ${nativeFirst ? 'you joined first' : 'I joined first'}`);
+    const pageCode = await page.evaluate(() => window.__duet.verificationCode);
+    assert.match(pageCode ?? '', /^\d{3} \d{3}$/, 'the page shows a verification code');
 
     // Who offered: exactly one offer, from the member who joined second.
     const offers = page.frames.filter((f) => f.msg.type === 'message' && f.msg.data?.description?.type === 'offer');
@@ -177,6 +179,7 @@ async function browserNativeCall({ room, nativeFirst, relay, codec = 'VP8' }) {
     // The native peer leaves after its duration; the page says so.
     const result = await native.exited;
     assertNativeReport(result, { relay });
+    assert.equal(result.report.verification_code, pageCode, 'the native peer computes the same verification code');
     assert.equal(result.report.sent.video.codec, codec);
     // The browser answers with the offer's codec order, so it sends what it receives.
     assert.equal(result.report.received.video.codec, codec);

@@ -26,4 +26,5 @@ pub mod record;
 pub mod relay;
 pub mod report;
 pub mod signaling;
+pub mod verify;
 pub mod wire;

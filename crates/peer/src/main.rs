@@ -265,6 +265,10 @@ fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
 }
 
 fn write_report(report: &Report, path: Option<&PathBuf>) -> anyhow::Result<()> {
+    if let Some(code) = &report.verification_code {
+        // For the person at the other end to compare with what their page shows.
+        eprintln!("duet-peer: verification code {code}");
+    }
     let json = serde_json::to_string_pretty(report)?;
     match path {
         Some(path) => {

@@ -52,6 +52,9 @@ pub struct Report {
     pub chat: ChatReport,
     pub negotiation: NegotiationCounters,
     pub problems: u64,
+    /// The six digits both callers see (the web client shows the same), from
+    /// the two DTLS fingerprints; null before descriptions were exchanged.
+    pub verification_code: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -177,6 +180,7 @@ pub fn build(
         },
         negotiation: stats.negotiation.clone(),
         problems: stats.problems,
+        verification_code: stats.verification_code.clone(),
     }
 }
 

@@ -55,6 +55,9 @@ pub(super) struct Negotiation {
     first_mid: Option<String>,
     remote_ufrag: Option<String>,
     queue: VecDeque<(IceCandidate, Instant)>,
+    /// The last description each side sent, for the verification code.
+    local_sdp: Option<String>,
+    remote_sdp: Option<String>,
 }
 
 impl Negotiation {
@@ -72,6 +75,8 @@ impl Negotiation {
             first_mid: None,
             remote_ufrag: None,
             queue: VecDeque::new(),
+            local_sdp: None,
+            remote_sdp: None,
         }
     }
 
@@ -186,8 +191,18 @@ impl Call {
         }
     }
 
+    /// The code of the descriptions exchanged last (see `crate::verify`).
+    fn update_verification_code(&mut self) {
+        if let (Some(local), Some(remote)) =
+            (&self.negotiation.local_sdp, &self.negotiation.remote_sdp)
+        {
+            self.stats.verification_code = crate::verify::verification_code(local, remote);
+        }
+    }
+
     fn on_remote_offer(&mut self, sdp: &str, now: Instant) {
         self.stats.negotiation.offers_received += 1;
+        self.negotiation.remote_sdp = Some(sdp.to_owned());
         let offer = match SdpOffer::from_sdp_string(sdp) {
             Ok(offer) => offer,
             Err(err) => return self.fail(bad_description("offer", err)),
@@ -232,6 +247,8 @@ impl Call {
 
     fn on_remote_answer(&mut self, sdp: &str, now: Instant) {
         self.stats.negotiation.answers_received += 1;
+        self.negotiation.remote_sdp = Some(sdp.to_owned());
+        self.update_verification_code();
         let Some(pending) = self.negotiation.pending.take() else {
             // An answer to an offer we no longer have (rolled back, or a replay).
             self.stats.negotiation.unexpected_answers += 1;
@@ -276,6 +293,8 @@ impl Call {
         if self.negotiation.first_mid.is_none() {
             self.negotiation.first_mid = sdp_attribute(&sdp, "mid");
         }
+        self.negotiation.local_sdp = Some(sdp.clone());
+        self.update_verification_code();
         self.outputs.push_back(CallOutput::Send(PeerMessage::Sdp {
             description: Description { kind, sdp },
         }));

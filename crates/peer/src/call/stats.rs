@@ -129,6 +129,9 @@ pub struct CallStats {
     pub negotiation: NegotiationCounters,
     /// Non-fatal problems (bad candidates, codec mismatches), counted.
     pub problems: u64,
+    /// The verification code of the connection (see `crate::verify`), once
+    /// both descriptions are known.
+    pub verification_code: Option<String>,
 }
 
 impl CallStats {
@@ -151,6 +154,7 @@ impl CallStats {
             keyframe_requests_sent: 0,
             negotiation: NegotiationCounters::default(),
             problems: 0,
+            verification_code: None,
         }
     }
 
