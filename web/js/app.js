@@ -263,6 +263,10 @@ function installTestHook(getRoom, media) {
       get marks() {
         return { ...(getRoom()?.marks ?? {}) };
       },
+      /** True while this page records the call. */
+      get recording() {
+        return getRoom()?.recording ?? false;
+      },
       /** The verification code shown in the call, if any. */
       get verificationCode() {
         return getRoom()?.verificationCode ?? null;

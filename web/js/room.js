@@ -34,6 +34,7 @@ import { RingFlow, isRingMessage } from './ring.js';
 import { ChatPanel, CHAT_MAX, renderStats } from './panels.js';
 import { savePrefs } from './prefs.js';
 import { verificationCode } from './verify.js';
+import { CallRecorder, download, recordingAvailable } from './recorder.js';
 import {
   $,
   Drawers,
@@ -67,6 +68,11 @@ export class Room {
   endReason = null;
   /** @type {PeerCall | null} */
   call = null;
+  /** True while this page records the call. */
+  get recording() {
+    return this.#recorder !== null;
+  }
+
   /** The verification code of the current connection (see verify.js), once connected. */
   /** @type {string | null} */
   verificationCode = null;
@@ -91,7 +97,9 @@ export class Room {
   #mediaReady = Promise.resolve();
   /** @type {StatsMonitor | null} */
   #stats = null;
-  #remote = { audio: true, video: true, screen: false };
+  #remote = { audio: true, video: true, screen: false, recording: false };
+  /** @type {CallRecorder | null} */
+  #recorder = null;
   #drawers = new Drawers();
   #chat;
   #abort = new AbortController();
@@ -405,7 +413,8 @@ export class Room {
     this.#stats = null;
     this.call?.close();
     this.call = null;
-    this.#remote = { audio: true, video: true, screen: false };
+    this.#stopRecording();
+    this.#remote = { audio: true, video: true, screen: false, recording: false };
     const video = /** @type {HTMLVideoElement} */ ($('remote-video'));
     video.srcObject = null;
     this.#chat.setReady(false);
@@ -480,8 +489,15 @@ export class Room {
         }
         break;
       case 'media':
-        this.#remote = { audio: msg.audio !== false, video: msg.video !== false, screen: msg.screen === true };
+        this.#remote = { ...this.#remote, audio: msg.audio !== false, video: msg.video !== false, screen: msg.screen === true };
         this.#renderRemote();
+        break;
+      case 'recording':
+        if (typeof msg.on === 'boolean') {
+          this.#remote = { ...this.#remote, recording: msg.on };
+          this.#renderRemote();
+          if (msg.on) toast('They started recording this call.');
+        }
         break;
       case 'codec':
         if (typeof msg.mimeType === 'string' || msg.mimeType === null) this.call?.setPreferredCodec(msg.mimeType || null);
@@ -489,6 +505,44 @@ export class Room {
       default:
         break;
     }
+  }
+
+  /** Records the call in this browser (see recorder.js) and tells the other side. */
+  #startRecording() {
+    if (this.#recorder || !this.call) return;
+    const remoteVideo = /** @type {HTMLVideoElement} */ ($('remote-video'));
+    try {
+      this.#recorder = new CallRecorder({
+        remoteVideo,
+        localVideo: /** @type {HTMLVideoElement} */ ($('local-video')),
+        remoteStream: remoteVideo.srcObject instanceof MediaStream ? remoteVideo.srcObject : null,
+        localAudio: this.#media.outgoing('audio'),
+      });
+    } catch {
+      toast('This browser could not record the call.', { kind: 'error' });
+      return;
+    }
+    this.#sendRecordingState(true);
+    setToggle($('record-button'), true, 'Stop recording and save the file');
+    toast('Recording. The other person sees that you are.');
+  }
+
+  /** Stops a recording, if one runs, and saves the file. */
+  #stopRecording() {
+    const recorder = this.#recorder;
+    if (!recorder) return;
+    this.#recorder = null;
+    this.#sendRecordingState(false);
+    setToggle($('record-button'), false, 'Record the call');
+    recorder.stop().then((blob) => {
+      if (blob.size) download(blob, this.#room);
+    });
+  }
+
+  /** @param {boolean} on */
+  #sendRecordingState(on) {
+    const state = { kind: 'recording', on };
+    if (!this.call?.sendData(state) && this.#session.peer) this.#sendSignal(state);
   }
 
   /** @param {string} text */
@@ -559,6 +613,8 @@ export class Room {
         if (/** @type {any} */ (err)?.name !== 'NotAllowedError') toast('Could not share your screen.', { kind: 'error' });
       }
     });
+    click('record-button', () => (this.#recorder ? this.#stopRecording() : this.#startRecording()));
+    $('record-button').hidden = !recordingAvailable();
     click('hangup-button', () => this.hangUp());
     click('sound-button', () => {
       const video = /** @type {HTMLVideoElement} */ ($('remote-video'));
@@ -843,6 +899,7 @@ export class Room {
     $('remote-off').hidden = !inCall || (this.#remote.video && hasVideo);
     $('remote-muted').hidden = !inCall || this.#remote.audio;
     $('remote-screen').hidden = !inCall || !this.#remote.screen;
+    $('remote-recording').hidden = !inCall || !this.#remote.recording;
     $('stage').dataset.remote = this.#remote.screen ? 'screen' : 'camera';
   }
 
