@@ -164,23 +164,7 @@ fn it_announces_the_url_and_fingerprint_and_stops_on_sigterm_within_5_seconds() 
     assert_eq!(fingerprint.len(), 95, "{fingerprint}");
     assert!(address.starts_with("127.0.0.1:"));
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "{status}");
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "still running after 5 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    terminate_and_wait(&mut child, Duration::from_secs(5));
 
     // The second run keeps the certificate.
     let (mut again, _, lines) = serve(&dir);
@@ -212,23 +196,25 @@ fn the_relay_alone_drains_on_sigterm_and_stops_at_once_with_no_allocation_left()
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
     assert!(line.contains("Duet relay is running"), "{line}");
+    // No relayed call: the drain ends long before its 20 s deadline.
+    terminate_and_wait(&mut child, Duration::from_secs(5));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends SIGTERM to `child` and asserts it exits successfully within `within`.
+fn terminate_and_wait(child: &mut Child, within: Duration) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    // No relayed call: the drain ends long before its 20 s deadline.
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             assert!(status.success(), "{status}");
-            break;
+            return;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "still draining after 5 s"
-        );
+        assert!(started.elapsed() < within, "still running after {within:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
