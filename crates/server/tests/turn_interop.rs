@@ -25,12 +25,14 @@ async fn relay() -> TestServer {
     .await
 }
 
-/// Runs uclient with two clients, 50 messages each, and checks all 100 came back.
-fn uclient(server: &TestServer, peer: &EchoPeer, extra: &[&str], auth: &[&str], size: &str) {
+/// Runs uclient with two clients, 50 messages each, and checks all 100 came
+/// back. `flags` go first: `-t` for TCP, `-c` for no RTCP allocation (without
+/// it, uclient's default, each client reserves a port pair with EVEN-PORT R=1).
+fn uclient(server: &TestServer, peer: &EchoPeer, flags: &[&str], auth: &[&str], size: &str) {
     let turn = server.server.as_ref().unwrap().turn_addr.unwrap();
     let output = Command::new(coturn_tool("turnutils_uclient"))
-        .args(extra)
-        .args(["-c", "-n", "50", "-m", "2", "-z", "10", "-l", size])
+        .args(flags)
+        .args(["-n", "50", "-m", "2", "-z", "10", "-l", size])
         .args(auth)
         .args([
             "-p",
@@ -54,7 +56,7 @@ async fn uclient_over_udp_with_a_static_user() {
         uclient(
             &server,
             &peer,
-            &[],
+            &["-c"],
             &["-u", "alice", "-w", "wonderland"],
             "160",
         )
@@ -69,7 +71,7 @@ async fn uclient_over_tcp_with_a_static_user() {
         uclient(
             &server,
             &peer,
-            &["-t"],
+            &["-t", "-c"],
             &["-u", "alice", "-w", "wonderland"],
             "1200",
         )
@@ -81,7 +83,13 @@ async fn uclient_over_udp_with_the_rest_secret() {
     let server = relay().await;
     let peer = EchoPeer::start();
     tokio::task::block_in_place(|| {
-        uclient(&server, &peer, &[], &["-u", "bench", "-W", SECRET], "1200")
+        uclient(
+            &server,
+            &peer,
+            &["-c"],
+            &["-u", "bench", "-W", SECRET],
+            "1200",
+        )
     });
 }
 
@@ -93,7 +101,7 @@ async fn uclient_over_tcp_with_the_rest_secret() {
         uclient(
             &server,
             &peer,
-            &["-t"],
+            &["-t", "-c"],
             &["-u", "bench", "-W", SECRET],
             "160",
         )
@@ -271,28 +279,23 @@ async fn relay_tasks_end_with_the_server() {
     }
 }
 
-/// coturn's client with its default flags (no `-c`): for each client it asks an
-/// even relay port with the next one reserved (EVEN-PORT R=1), then a second
-/// allocation for RTCP with the RESERVATION-TOKEN it got back.
-fn uclient_with_default_flags(server: &TestServer, peer: &EchoPeer, transport: &[&str]) {
-    let turn = server.server.as_ref().unwrap().turn_addr.unwrap();
-    let output = Command::new(coturn_tool("turnutils_uclient"))
-        .args(transport)
-        .args(["-n", "50", "-m", "2", "-z", "10", "-l", "120"])
-        .args(["-u", "alice", "-w", "wonderland"])
-        .args(["-p", &turn.port().to_string(), "-e", "127.0.0.1"])
-        .args(["-r", &peer.port.to_string(), "127.0.0.1"])
-        .output()
-        .unwrap();
-    common::assert_uclient_relayed(&output, 100);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_with_default_flags_over_udp_and_tcp() {
     let server = relay().await;
     let peer = EchoPeer::start();
+    // No `-c`: for each client uclient asks an even relay port with the next
+    // one reserved (EVEN-PORT R=1), then allocates that one for RTCP with the
+    // RESERVATION-TOKEN it got back.
     for transport in [&[][..], &["-t"][..]] {
-        tokio::task::block_in_place(|| uclient_with_default_flags(&server, &peer, transport));
+        tokio::task::block_in_place(|| {
+            uclient(
+                &server,
+                &peer,
+                transport,
+                &["-u", "alice", "-w", "wonderland"],
+                "120",
+            );
+        });
     }
 }
 
