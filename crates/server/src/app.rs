@@ -61,11 +61,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             .index_file(Some("/index.html"))
             .into_router(),
     };
+    let socketio = crate::socketio::routes(Arc::clone(&state));
     Router::new()
         .route("/ws", get(upgrade))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(Arc::clone(&state))
+        .merge(socketio)
         .merge(web)
         .layer(header_layer(
             header::CONTENT_SECURITY_POLICY,
@@ -109,40 +111,15 @@ async fn upgrade(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if !origin_allowed(&headers, &state.allowed_origins) {
-        state.metrics.refuse_upgrade("origin");
-        return (
-            StatusCode::FORBIDDEN,
-            "this origin may not use the signaling server\n",
-        )
-            .into_response();
+        return refuse(&state, Refused::Origin);
     }
     if *state.draining.borrow() {
-        state.metrics.refuse_upgrade("draining");
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "2")],
-            "the server is restarting; try again in a moment\n",
-        )
-            .into_response();
+        return refuse(&state, Refused::Draining);
     }
     let permit = match state.limits.try_acquire(peer.ip()) {
         Ok(permit) => permit,
-        Err(Refusal::ServerFull) => {
-            state.metrics.refuse_upgrade("server_full");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many connections; try again later\n",
-            )
-                .into_response();
-        }
-        Err(Refusal::TooManyFromAddress) => {
-            state.metrics.refuse_upgrade("per_address");
-            return (
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many connections from your address\n",
-            )
-                .into_response();
-        }
+        Err(Refusal::ServerFull) => return refuse(&state, Refused::ServerFull),
+        Err(Refusal::TooManyFromAddress) => return refuse(&state, Refused::PerAddress),
     };
     let signaling = Arc::clone(&state.signaling);
     let shutdown = state.shutdown.clone();
@@ -161,10 +138,55 @@ async fn upgrade(
         })
 }
 
+/// Why a signaling connection (a WebSocket upgrade, a socket.io session) is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    Origin,
+    Draining,
+    ServerFull,
+    PerAddress,
+}
+
+impl Refused {
+    /// The label of `upgrades_refused` and the code socket.io clients get.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Refused::Origin => "origin",
+            Refused::Draining => "draining",
+            Refused::ServerFull => "server_full",
+            Refused::PerAddress => "per_address",
+        }
+    }
+
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            Refused::Origin => "this origin may not use the signaling server",
+            Refused::Draining => "the server is restarting; try again in a moment",
+            Refused::ServerFull => "too many connections; try again later",
+            Refused::PerAddress => "too many connections from your address",
+        }
+    }
+}
+
+/// Counts a refusal and answers it over HTTP.
+pub(crate) fn refuse(state: &AppState, why: Refused) -> Response {
+    state.metrics.refuse_upgrade(why.reason());
+    let status = match why {
+        Refused::Origin => StatusCode::FORBIDDEN,
+        Refused::Draining | Refused::ServerFull => StatusCode::SERVICE_UNAVAILABLE,
+        Refused::PerAddress => StatusCode::TOO_MANY_REQUESTS,
+    };
+    let body = format!("{}\n", why.message());
+    if why == Refused::Draining {
+        return (status, [(header::RETRY_AFTER, "2")], body).into_response();
+    }
+    (status, body).into_response()
+}
+
 /// The relay's STUN/TURN entries with credentials for this session, plus the
 /// configured extras. The host is the configured public one, else the first
 /// domain, else the host this request reached.
-fn session_ice_servers(
+pub(crate) fn session_ice_servers(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Option<Arc<[duet_signaling::IceServer]>> {
@@ -187,7 +209,7 @@ fn session_ice_servers(
 /// Browsers always send `Origin` on a WebSocket upgrade; it must be this
 /// server's own (the `Host` it was reached by) or an allowed one. Clients that
 /// send none (native peers, command-line tools) are not browsers and pass.
-fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+pub(crate) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod server;
 pub mod signaling;
+pub mod socketio;
 pub mod tls;
 pub mod turn;
 pub mod turn_stream;

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use duet_signaling::cmd::{self, CmdClient};
+use duet_signaling::signal::{self, Form};
+use duet_signaling::socketio::{self, SioClient};
 use duet_signaling::{
     CloseCode, ConnectionId, Disconnect, Hub, MessageKind, Output, PeerId, ServerMessage,
 };
@@ -39,14 +41,16 @@ struct Inner {
     outboxes: HashMap<ConnectionId, Outbox>,
     /// The dialect of each connection, told by its first frame.
     dialects: HashMap<ConnectionId, Dialect>,
-    /// The uids `cmd` clients joined with, by their seat's id.
-    cmd_uids: HashMap<PeerId, String>,
+    /// How members of the other dialects are known (a `cmd` client's uid, a
+    /// socket.io client's socket id), by their seat's id. Others go by their id.
+    names: HashMap<PeerId, Name>,
     /// When the timer task will wake next.
     timer_at: Option<Instant>,
 }
 
-/// What a connection speaks: Duet's own protocol, or the `cmd` dialect
-/// (translated at this edge; see `duet_signaling::cmd`).
+/// What a connection speaks: Duet's own protocol, the `cmd` dialect or
+/// socket.io (translated at this edge; see `duet_signaling::cmd` and
+/// `duet_signaling::socketio`).
 #[derive(Debug)]
 enum Dialect {
     Duet,
@@ -55,11 +59,35 @@ enum Dialect {
         /// Its seat's id, once joined.
         id: Option<PeerId>,
     },
+    SocketIo {
+        client: SioClient,
+        /// Its seat's id, once joined.
+        id: Option<PeerId>,
+    },
 }
 
-/// How `cmd` clients know a member: its uid if it speaks `cmd`, its id otherwise.
-fn uid_of(uids: &HashMap<PeerId, String>, id: PeerId) -> String {
-    uids.get(&id).cloned().unwrap_or_else(|| id.to_string())
+impl Dialect {
+    /// The seat of a client of another dialect, whose name outlives it until its room mate is told.
+    fn legacy_seat(&self) -> Option<PeerId> {
+        match self {
+            Dialect::Duet => None,
+            Dialect::Cmd { id, .. } | Dialect::SocketIo { id, .. } => *id,
+        }
+    }
+}
+
+/// A member of another dialect, as the others know it.
+#[derive(Debug)]
+struct Name {
+    text: String,
+    socket_io: bool,
+}
+
+/// How other dialects name a member: its uid or socket id, else its id.
+fn name_of(names: &HashMap<PeerId, Name>, id: PeerId) -> String {
+    names
+        .get(&id)
+        .map_or_else(|| id.to_string(), |name| name.text.clone())
 }
 
 impl Signaling {
@@ -70,7 +98,7 @@ impl Signaling {
                 hub: Hub::new(config, seed),
                 outboxes: HashMap::new(),
                 dialects: HashMap::new(),
-                cmd_uids: HashMap::new(),
+                names: HashMap::new(),
                 timer_at: None,
             }),
             timer_wake: Notify::new(),
@@ -130,13 +158,49 @@ impl Signaling {
                         room: seat.as_ref().map(|(room, _, _)| room.clone()),
                         mate_uid: seat
                             .and_then(|(_, _, mate)| mate)
-                            .map(|mate| uid_of(&inner.cmd_uids, mate)),
+                            .map(|mate| name_of(&inner.names, mate)),
                     };
                     let translated = client.translate_in(text, &seat);
                     inner.hub.handle_translated(connection, translated, now)
                 }
+                // Never on a WebSocket of /ws: socket.io has its own transport.
+                Dialect::SocketIo { .. } => None,
             };
         });
+        self.count_input(kind, started);
+    }
+
+    /// Registers a socket.io client, known to others by its socket id.
+    pub fn connect_socketio(
+        &self,
+        sid: String,
+        ice_servers: Option<Arc<[duet_signaling::IceServer]>>,
+    ) -> (ConnectionId, Inbox) {
+        let (connection, inbox) = self.connect_with(ice_servers);
+        let dialect = Dialect::SocketIo {
+            client: SioClient::new(sid),
+            id: None,
+        };
+        self.lock().dialects.insert(connection, dialect);
+        (connection, inbox)
+    }
+
+    /// An event from a socket.io client.
+    pub fn socketio_event(&self, connection: ConnectionId, event: socketio::Event) {
+        let started = Instant::now();
+        let mut kind = None;
+        self.with_hub(|inner, now| {
+            let Some(Dialect::SocketIo { client, .. }) = inner.dialects.get(&connection) else {
+                return;
+            };
+            let room = inner.hub.seat_of(connection).map(|(room, _, _)| room);
+            let translated = client.translate_in(event, room.as_ref());
+            kind = inner.hub.handle_translated(connection, translated, now);
+        });
+        self.count_input(kind, started);
+    }
+
+    fn count_input(&self, kind: Option<MessageKind>, started: Instant) {
         if kind.is_some() {
             self.metrics.messages_received.inc();
         }
@@ -158,25 +222,25 @@ impl Signaling {
     }
 
     pub fn disconnect(&self, connection: ConnectionId, how: Disconnect) {
-        let mut cmd_id = None;
+        let mut legacy_id = None;
         self.with_hub(|inner, now| {
             if inner.outboxes.remove(&connection).is_some() {
                 self.metrics.connections.dec();
             }
             let how = match inner.dialects.remove(&connection) {
-                // A `cmd` client has no resume token: waiting for it to come
-                // back is pointless, so its room mate is told at once.
-                Some(Dialect::Cmd { id, .. }) => {
-                    cmd_id = id;
+                // The other dialects have no resume token: waiting for the
+                // client to come back is pointless, so its room mate is told at once.
+                Some(dialect @ (Dialect::Cmd { .. } | Dialect::SocketIo { .. })) => {
+                    legacy_id = dialect.legacy_seat();
                     Disconnect::Closed
                 }
                 _ => how,
             };
             inner.hub.handle_disconnect(connection, how, now);
         });
-        // After the `peer-leave` above was rendered with it.
-        if let Some(id) = cmd_id {
-            self.lock().cmd_uids.remove(&id);
+        // After the `peer-leave` or `bye` above was rendered with it.
+        if let Some(id) = legacy_id {
+            self.lock().names.remove(&id);
         }
     }
 
@@ -232,8 +296,8 @@ impl Signaling {
                     self.count(&message);
                     let rendered = render(inner, to, &message);
                     if let ServerMessage::Bye { id } = &message {
-                        // That seat is gone for good; its uid was needed once more, above.
-                        inner.cmd_uids.remove(id);
+                        // That seat is gone for good; its name was needed once more, above.
+                        inner.names.remove(id);
                     }
                     let Some(text) = rendered else {
                         continue;
@@ -287,35 +351,62 @@ impl Signaling {
     }
 }
 
-/// Drops what is kept of a connection the hub has closed. (A `cmd` client's
-/// uid stays until it is gone from its room: only the `peer-leave` needs it.)
+/// Drops what is kept of a connection the hub has closed. (The name of a
+/// client of another dialect stays until it is gone from its room: only the
+/// `peer-leave` or `bye` needs it.)
 fn forget_dialect(inner: &mut Inner, connection: ConnectionId) {
-    if let Some(Dialect::Cmd { id: Some(id), .. }) = inner.dialects.remove(&connection)
+    if let Some(id) = inner
+        .dialects
+        .remove(&connection)
+        .and_then(|dialect| dialect.legacy_seat())
         && inner.hub.seat_of(connection).is_none()
     {
-        inner.cmd_uids.remove(&id);
+        inner.names.remove(&id);
     }
 }
 
-/// A hub message as `to` reads it: in the `cmd` dialect for a `cmd` client
-/// (`None`: nothing to send it), in Duet's protocol otherwise, with what a
-/// `cmd` member sent turned into the web client's SDP and candidates.
+/// A hub message as `to` reads it: in its dialect (`None`: nothing to send
+/// it), with the descriptions and candidates of other dialects in its form. A
+/// socket.io client gets a JSON array of events (`[[event, args…], …]`).
 fn render(inner: &mut Inner, to: ConnectionId, message: &ServerMessage) -> Option<String> {
+    let seat = inner.hub.seat_of(to);
+    let room = seat.as_ref().map(|(room, _, _)| room);
     match inner.dialects.get_mut(&to) {
         Some(Dialect::Cmd { client, id }) => {
             if let ServerMessage::Joined { id: own, .. } = message {
                 *id = Some(*own);
                 if let Some(uid) = client.uid() {
-                    inner.cmd_uids.insert(*own, uid.to_owned());
+                    let name = Name {
+                        text: uid.to_owned(),
+                        socket_io: false,
+                    };
+                    inner.names.insert(*own, name);
                 }
             }
-            let room = inner.hub.seat_of(to).map(|(room, _, _)| room);
-            let uids = &inner.cmd_uids;
-            client.translate_out(message, room.as_ref(), &|id| uid_of(uids, id))
+            let names = &inner.names;
+            client.translate_out(message, room, &|id| name_of(names, id))
+        }
+        Some(Dialect::SocketIo { client, id }) => {
+            if let ServerMessage::Joined { id: own, .. } = message {
+                *id = Some(*own);
+                let name = Name {
+                    text: client.sid().to_owned(),
+                    socket_io: true,
+                };
+                inner.names.insert(*own, name);
+            }
+            let names = &inner.names;
+            let view = socketio::View {
+                room,
+                name_of: &|id| name_of(names, id),
+                speaks_socketio: &|id| names.get(&id).is_some_and(|name| name.socket_io),
+            };
+            let events = client.translate_out(message, &view);
+            (!events.is_empty()).then(|| serde_json::Value::Array(events).to_string())
         }
         _ => {
             if let ServerMessage::Message { from, data } = message
-                && let Some(translated) = cmd::to_duet(data.get())
+                && let std::borrow::Cow::Owned(translated) = signal::to_form(data.get(), Form::Duet)
                 && let Ok(data) = RawValue::from_string(translated)
             {
                 return Some(ServerMessage::Message { from: *from, data }.to_json());

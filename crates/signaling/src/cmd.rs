@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use crate::signal::{self, Form};
 use crate::wire::{ClientMessage, PeerId, RoomName, ServerMessage};
 
 /// Longest accepted `uid`.
@@ -144,7 +145,7 @@ impl CmdClient {
                 json!({ "cmd": "error", "code": code, "msg": message })
             }
             ServerMessage::Message { from, data } => {
-                let (cmd, msg) = from_duet(data.get())?;
+                let (cmd, msg) = envelope(data.get())?;
                 json!({
                     "cmd": cmd,
                     "roomId": room,
@@ -159,43 +160,13 @@ impl CmdClient {
     }
 }
 
-/// A relayed message as a `cmd` client understands it: its own envelope
-/// (`cmd` + `msg`, passed through), or the SDP and candidates of Duet's web
-/// client (`{"kind":"sdp","description":…}`, `{"kind":"ice","candidate":…}`).
-fn from_duet(data: &str) -> Option<(String, String)> {
-    let value: Value = serde_json::from_str(data).ok()?;
-    if let (Some(cmd), Some(msg)) = (
-        value.get("cmd").and_then(Value::as_str),
-        value.get("msg").and_then(Value::as_str),
-    ) {
-        return Some((cmd.to_owned(), msg.to_owned()));
-    }
-    match value.get("kind").and_then(Value::as_str)? {
-        "sdp" => {
-            let description = value.get("description")?;
-            let kind = description.get("type").and_then(Value::as_str)?;
-            (kind == "offer" || kind == "answer")
-                .then(|| (kind.to_owned(), description.to_string()))
-        }
-        "ice" => Some(("candidate".to_owned(), value.get("candidate")?.to_string())),
-        _ => None,
-    }
-}
-
-/// A relayed `cmd` envelope as Duet's web client expects it: offers and
-/// answers as `{"kind":"sdp","description":…}`, candidates as
-/// `{"kind":"ice","candidate":…}`. `None` for anything else (passed as is).
-#[must_use]
-pub fn to_duet(data: &str) -> Option<String> {
-    let value: Value = serde_json::from_str(data).ok()?;
+/// A relayed message as a `cmd` client reads it: its `cmd` and `msg`, after
+/// descriptions and candidates of other dialects are put in this one's form.
+fn envelope(data: &str) -> Option<(String, String)> {
+    let value: Value = serde_json::from_str(&signal::to_form(data, Form::Cmd)).ok()?;
     let cmd = value.get("cmd").and_then(Value::as_str)?;
-    let msg: Value = serde_json::from_str(value.get("msg").and_then(Value::as_str)?).ok()?;
-    let translated = match cmd {
-        "offer" | "answer" => json!({ "kind": "sdp", "description": msg }),
-        "candidate" => json!({ "kind": "ice", "candidate": msg }),
-        _ => return None,
-    };
-    Some(translated.to_string())
+    let msg = value.get("msg").and_then(Value::as_str)?;
+    Some((cmd.to_owned(), msg.to_owned()))
 }
 
 #[cfg(test)]
@@ -294,20 +265,19 @@ mod tests {
     }
 
     #[test]
-    fn duet_sdp_and_candidates_cross_to_cmd_and_back() {
+    fn other_dialects_reach_a_cmd_client_as_offer_answer_candidate() {
         let sdp = r#"{"kind":"sdp","description":{"type":"answer","sdp":"v=0"}}"#;
-        let (cmd, msg) = from_duet(sdp).unwrap_or_default();
+        let (cmd, msg) = envelope(sdp).unwrap_or_default();
         assert_eq!(cmd, "answer");
-        let back = to_duet(&json!({ "cmd": cmd, "msg": msg }).to_string()).unwrap_or_default();
         assert_eq!(
-            serde_json::from_str::<Value>(&back).ok(),
-            serde_json::from_str::<Value>(sdp).ok()
+            serde_json::from_str::<Value>(&msg).ok(),
+            Some(json!({"type": "answer", "sdp": "v=0"}))
         );
-        let ice = r#"{"kind":"ice","candidate":{"candidate":"candidate:1 1 udp 1 192.0.2.1 5000 typ host","sdpMid":"0"}}"#;
+        let ice = r#"{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 1 192.0.2.1 5000 typ host","sdpMid":"0"}}"#;
         assert_eq!(
-            from_duet(ice).map(|(cmd, _)| cmd).as_deref(),
+            envelope(ice).map(|(cmd, _)| cmd).as_deref(),
             Some("candidate")
         );
-        assert_eq!(from_duet(r#"{"kind":"chat","text":"hi"}"#), None);
+        assert_eq!(envelope(r#"{"kind":"chat","text":"hi"}"#), None);
     }
 }

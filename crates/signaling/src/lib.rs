@@ -17,6 +17,8 @@
 pub mod cmd;
 mod hub;
 mod rate;
+pub mod signal;
+pub mod socketio;
 mod timers;
 mod wire;
 

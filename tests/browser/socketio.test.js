@@ -1,0 +1,169 @@
+// The socket.io dialect (`/socket.io/`) driven by the real socket.io-client 2.x
+// (the version of the classic course app, from the npm registry) in Node, over
+// WebSocket and over long-polling: every event of the course's protocol, the
+// refusals, and the origin check. The calls of the course's own page through
+// Duet are in legacy-page.test.js.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { get } from 'node:https';
+import { createRequire } from 'node:module';
+import { startServer } from './server.js';
+import { until } from './call-helpers.js';
+
+const require = createRequire(import.meta.url);
+const io = require('socket.io-client-2');
+
+let server;
+
+before(async () => {
+  server = await startServer();
+});
+
+after(async () => {
+  await server?.stop();
+});
+
+/** A socket.io 2 client that keeps every event it receives, in order. */
+async function client(transports, options = {}) {
+  const socket = io(server.url, {
+    transports,
+    forceNew: true,
+    reconnection: false,
+    rejectUnauthorized: false,
+    ...options,
+  });
+  socket.events = [];
+  const keep = socket.onevent;
+  socket.onevent = function (packet) {
+    socket.events.push(packet.data);
+    keep.call(this, packet);
+  };
+  await new Promise((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('connect_error', reject);
+    socket.once('error', reject);
+  });
+  return socket;
+}
+
+/** Waits for the `n`th (1-based) event named `name` and returns its arguments. */
+async function nextEvent(socket, name, n = 1) {
+  await until(() => socket.events.filter(([event]) => event === name).length >= n, 5_000, `${name} #${n}`);
+  return socket.events.filter(([event]) => event === name)[n - 1].slice(1);
+}
+
+function names(socket) {
+  return socket.events.map(([event]) => event);
+}
+
+const settle = () => new Promise((resolve) => setTimeout(resolve, 300));
+
+for (const transport of ['websocket', 'polling']) {
+  describe(`socket.io 2 over ${transport}`, () => {
+    test('join, otherjoin, full, message, leave, bye: the course protocol', async () => {
+      const room = `sio-${transport}`;
+      const a = await client([transport]);
+      const b = await client([transport]);
+      const c = await client([transport]);
+
+      a.emit('join', room);
+      const [joinedRoom, aId, extras] = await nextEvent(a, 'joined');
+      assert.equal(joinedRoom, room);
+      assert.equal(aId, a.id, 'a member is known by its socket id');
+      assert.ok(Array.isArray(extras.iceServers), 'joined carries the session iceServers as a third argument');
+
+      b.emit('join', room);
+      assert.deepEqual(await nextEvent(b, 'joined').then((args) => args.slice(0, 2)), [room, b.id]);
+      assert.deepEqual(await nextEvent(a, 'otherjoin'), [room, b.id], 'the member already there is told');
+      await settle();
+      assert.ok(!names(b).includes('otherjoin'), 'the newcomer is not (the member there makes the offer)');
+
+      c.emit('join', room);
+      assert.deepEqual(await nextEvent(c, 'full'), [room, c.id]);
+
+      // Objects stay objects, nested values and all; only the other member gets them.
+      const offer = { type: 'offer', sdp: 'v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n', extra: { n: [1, 2.5, null], s: 'é' } };
+      a.emit('message', room, offer);
+      assert.deepEqual(await nextEvent(b, 'message'), [room, offer]);
+      b.emit('message', room, 'a plain string');
+      assert.deepEqual(await nextEvent(a, 'message'), [room, 'a plain string']);
+      await settle();
+      assert.ok(!names(c).includes('message'), 'the refused third sees nothing');
+      assert.equal(names(a).filter((n) => n === 'message').length, 1, 'no echo to the sender');
+
+      // Only members speak to a room, and only to their own.
+      c.emit('message', room, { type: 'offer', sdp: 'spoofed' });
+      assert.equal((await nextEvent(c, 'duet-error'))[0], 'bad_message');
+      a.emit('message', 'another-room', { x: 1 });
+      assert.match((await nextEvent(a, 'duet-error'))[1], /not in that one/);
+      a.emit('dance', room);
+      assert.match((await nextEvent(a, 'duet-error', 2))[1], /unknown event `dance`/);
+      b.emit('join', 'bad room name!');
+      assert.equal((await nextEvent(b, 'duet-error'))[0], 'bad_message');
+      await settle();
+      assert.equal(names(b).filter((n) => n === 'message').length, 1, 'refused messages reach nobody');
+
+      b.emit('leave', room);
+      assert.deepEqual(await nextEvent(b, 'leaved'), [room, b.id]);
+      assert.deepEqual(await nextEvent(a, 'bye'), [room, b.id]);
+
+      // The seat is free again; a dropped socket is a `bye` at once (these
+      // clients have no resume token, so there is nothing to wait for).
+      c.emit('join', room);
+      assert.deepEqual((await nextEvent(c, 'joined')).slice(0, 2), [room, c.id]);
+      assert.deepEqual(await nextEvent(a, 'otherjoin', 2), [room, c.id]);
+      const dropped = Date.now();
+      const cId = c.id;
+      c.close();
+      assert.deepEqual(await nextEvent(a, 'bye', 2), [room, cId]);
+      assert.ok(Date.now() - dropped < 2_000, 'bye within 2 s of the socket closing');
+
+      a.close();
+      b.close();
+    });
+  });
+}
+
+test('a page of a foreign origin is refused, over both transports', async () => {
+  for (const transport of ['websocket', 'polling']) {
+    await assert.rejects(
+      client([transport], { extraHeaders: { Origin: 'https://evil.example' } }),
+      `a foreign origin over ${transport}`,
+    );
+  }
+  const own = await client(['polling'], { extraHeaders: { Origin: server.url } });
+  own.close();
+});
+
+test('a socket that never joins is let go after the join deadline', async () => {
+  const idle = await client(['websocket']);
+  await until(() => idle.disconnected, 15_000, 'the server to close an idle socket');
+  assert.deepEqual(idle.events.at(-1), ['duet-error', 4004, 'no join within the join deadline']);
+});
+
+test('the server counts socket.io members in its metrics like any other', async () => {
+  const metrics = () =>
+    new Promise((resolve, reject) => {
+      get(`${server.url}/metrics`, { rejectUnauthorized: false }, (response) => {
+        let body = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk) => (body += chunk));
+        response.on('end', () => resolve(body));
+      }).on('error', reject);
+    });
+  const before = await metrics();
+  assert.match(before, /^duet_signaling_connections 0$/m);
+  const a = await client(['websocket']);
+  const b = await client(['polling']);
+  a.emit('join', 'sio-metrics');
+  b.emit('join', 'sio-metrics');
+  await nextEvent(a, 'otherjoin');
+  a.emit('message', 'sio-metrics', { n: 1 });
+  await nextEvent(b, 'message');
+  const text = await metrics();
+  assert.match(text, /^duet_signaling_connections 2$/m, 'both sockets are signaling connections');
+  assert.match(text, /^duet_messages_relayed_total [1-9]/m);
+  a.close();
+  b.close();
+});
