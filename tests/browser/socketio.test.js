@@ -10,6 +10,7 @@ import { get } from 'node:https';
 import { createRequire } from 'node:module';
 import { startServer } from './server.js';
 import { until } from './call-helpers.js';
+import WebSocket from 'ws';
 
 const require = createRequire(import.meta.url);
 const io = require('socket.io-client-2');
@@ -166,4 +167,69 @@ test('the server counts socket.io members in its metrics like any other', async 
   assert.match(text, /^duet_messages_relayed_total [1-9]/m);
   a.close();
   b.close();
+});
+
+/** A client of /ws (Duet's protocol or the `cmd` dialect) that keeps what it receives. */
+async function wsClient() {
+  const socket = new WebSocket(`${server.url.replace('https://', 'wss://')}/ws`, { rejectUnauthorized: false });
+  socket.received = [];
+  socket.on('message', (data) => socket.received.push(JSON.parse(String(data))));
+  await new Promise((resolve, reject) => {
+    socket.once('open', resolve);
+    socket.once('error', reject);
+  });
+  socket.sendJson = (value) => socket.send(JSON.stringify(value));
+  socket.next = async (test, what) => {
+    await until(() => socket.received.some(test), 5_000, what);
+    return socket.received.find(test);
+  };
+  return socket;
+}
+
+test('socket.io, cmd and Duet clients meet in one room, each in its own dialect', async () => {
+  const offer = { type: 'offer', sdp: 'v=0\r\ns=-\r\n' };
+  const candidate = { candidate: 'candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host', sdpMid: '0', sdpMLineIndex: 0 };
+
+  // A course page there first, a `cmd` client second: the page is not told
+  // `otherjoin` (the cmd newcomer offers), and descriptions cross in each form.
+  const page = await client(['websocket']);
+  page.emit('join', 'mixed-cmd');
+  await nextEvent(page, 'joined');
+  const cmd = await wsClient();
+  cmd.sendJson({ cmd: 'join', roomId: 'mixed-cmd', uid: 'android-1' });
+  const resp = await cmd.next((m) => m.cmd === 'resp-join', 'resp-join');
+  assert.equal(resp.remoteUid, page.id, 'the page is known to cmd clients by its socket id');
+  cmd.sendJson({ cmd: 'offer', roomId: 'mixed-cmd', uid: 'android-1', remoteUid: page.id, msg: JSON.stringify(offer) });
+  assert.deepEqual(await nextEvent(page, 'message'), ['mixed-cmd', offer]);
+  page.emit('message', 'mixed-cmd', { type: 'candidate', candidate });
+  const relayed = await cmd.next((m) => m.cmd === 'candidate', 'a candidate');
+  assert.equal(relayed.uid, page.id);
+  assert.deepEqual(JSON.parse(relayed.msg), candidate);
+  await settle();
+  assert.ok(!names(page).includes('otherjoin'), 'the cmd newcomer offers, not the page');
+  const pageId = page.id;
+  page.close();
+  assert.equal((await cmd.next((m) => m.cmd === 'peer-leave', 'peer-leave')).remoteUid, pageId);
+  cmd.close();
+
+  // Duet's client there first, a course page second: the page is told
+  // `otherjoin` right after `joined`, so it makes the offer Duet's client waits for.
+  const duet = await wsClient();
+  duet.sendJson({ type: 'join', room: 'mixed-duet' });
+  const duetJoined = await duet.next((m) => m.type === 'joined', 'joined');
+  const late = await client(['polling']);
+  late.emit('join', 'mixed-duet');
+  assert.deepEqual(await nextEvent(late, 'otherjoin'), ['mixed-duet', duetJoined.id]);
+  assert.deepEqual(names(late).slice(0, 2), ['joined', 'otherjoin']);
+  late.emit('message', 'mixed-duet', offer);
+  const toDuet = await duet.next((m) => m.type === 'message', 'the offer');
+  assert.deepEqual(toDuet.data, { kind: 'sdp', description: offer });
+  duet.sendJson({ type: 'message', data: { kind: 'ice', candidate } });
+  assert.deepEqual(await nextEvent(late, 'message'), ['mixed-duet', { type: 'candidate', candidate }]);
+  duet.sendJson({ type: 'message', data: { kind: 'chat', text: 'hi' } });
+  assert.deepEqual(await nextEvent(late, 'message', 2), ['mixed-duet', { kind: 'chat', text: 'hi' }], 'other data passes as it is');
+  duet.sendJson({ type: 'leave' });
+  assert.deepEqual(await nextEvent(late, 'bye'), ['mixed-duet', duetJoined.id]);
+  duet.close();
+  late.close();
 });

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State as AxumState};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use duet_signaling::socketio::{ERROR_EVENT, Event};
@@ -62,9 +63,19 @@ pub fn routes(state: Arc<AppState>) -> Router {
 /// (503), though the sessions it holds go on.
 pub async fn guard(
     AxumState(state): AxumState<Arc<AppState>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
+    // Polling runs over HTTP/2 too, where the host is in `:authority` (the
+    // URI), not in a `Host` header: give the checks below one place to look.
+    if !request.headers().contains_key(header::HOST)
+        && let Some(host) = request
+            .uri()
+            .authority()
+            .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok())
+    {
+        request.headers_mut().insert(header::HOST, host);
+    }
     if !origin_allowed(request.headers(), &state.allowed_origins) {
         return refuse(&state, Refused::Origin);
     }
