@@ -1,12 +1,14 @@
 //! Feeds arbitrary text to the signaling hub as a client frame, in Duet's own
 //! protocol and through the `cmd` dialect's translation (both ways: what a
-//! `cmd` client would be sent for every output is rendered too).
+//! `cmd` client would be sent for every output is rendered too); to a client
+//! as a server frame; and as relayed data turned into every dialect's form.
 #![no_main]
 
 use std::time::Instant;
 
 use duet_signaling::cmd::{CmdClient, Seat};
-use duet_signaling::{Config, ConnectionId, Hub, Output, PeerId, RoomName};
+use duet_signaling::signal::{self, Form};
+use duet_signaling::{Config, ConnectionId, Hub, Output, PeerId, RoomName, ServerMessage};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -37,5 +39,8 @@ fuzz_target!(|data: &[u8]| {
             let _ = client.translate_out(&message, room.as_ref(), &|id: PeerId| id.to_string());
         }
     }
-    let _ = duet_signaling::cmd::to_duet(text);
+    for form in [Form::Duet, Form::Cmd, Form::Legacy] {
+        let _ = signal::to_form(text, form);
+    }
+    let _ = ServerMessage::parse(text);
 });

@@ -1,5 +1,7 @@
 //! The two wire protocols behind one interface: Duet's JSON messages and
-//! socket.io 2 (Engine.IO 3) events, WebSocket transport only.
+//! socket.io 2 (Engine.IO 3) events, WebSocket transport only. The messages
+//! and event names are `duet-signaling`'s (the server's own definitions);
+//! only the Engine.IO framing is written here.
 //!
 //! The load engine asks an adapter for the URL path, the join frame and a relay
 //! frame, and hands it every text frame it receives to classify. Relay payloads
@@ -7,11 +9,12 @@
 //! number) as the first keys of the relayed data, so the receiver finds them with
 //! a substring search instead of a full JSON parse.
 
-use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde::Deserialize;
+use duet_signaling::socketio::events;
+use duet_signaling::{ClientMessage, ErrorCode, RoomName, ServerMessage};
+use serde_json::value::RawValue;
 
 /// Which server protocol to speak.
 #[derive(
@@ -84,26 +87,29 @@ impl Protocol {
     /// The frame that joins `room`.
     pub fn join_frame(self, room: &str) -> String {
         match self {
-            Protocol::Duet => format!(r#"{{"type":"join","room":"{room}"}}"#),
-            Protocol::Socketio => format!(r#"42["join","{room}"]"#),
+            // An invalid name gives an empty frame, which the server refuses (and the run reports).
+            Protocol::Duet => RoomName::parse(room).map_or_else(
+                |_| String::new(),
+                |room| ClientMessage::Join { room, resume: None }.to_json(),
+            ),
+            Protocol::Socketio => format!(r#"42["{}",{}]"#, events::JOIN, json_string(room)),
         }
     }
 
     /// The frame that relays a benchmark message to the other member of `room`.
     pub fn relay_frame(self, room: &str, sent_us: u64, step: u32, pad: &str) -> String {
-        let mut s = String::with_capacity(pad.len() + room.len() + 80);
+        let mut data = String::with_capacity(pad.len() + 48);
         // Writing to a String cannot fail.
-        let _ = match self {
-            Protocol::Duet => write!(
-                s,
-                r#"{{"type":"message","data":{{"sbt":{sent_us},"sbp":{step},"pad":"{pad}"}}}}"#
+        let _ = write!(data, r#"{{"sbt":{sent_us},"sbp":{step},"pad":"{pad}"}}"#);
+        match self {
+            Protocol::Duet => RawValue::from_string(data).map_or_else(
+                |_| String::new(),
+                |data| ClientMessage::Message { data }.to_json(),
             ),
-            Protocol::Socketio => write!(
-                s,
-                r#"42["message","{room}",{{"sbt":{sent_us},"sbp":{step},"pad":"{pad}"}}]"#
-            ),
-        };
-        s
+            Protocol::Socketio => {
+                format!(r#"42["{}",{},{data}]"#, events::MESSAGE, json_string(room))
+            }
+        }
     }
 
     /// The application keep-alive frame the client must send, and how often, if any.
@@ -147,32 +153,17 @@ fn num_after(text: &str, key: &str) -> Option<u64> {
     digits.get(..end)?.parse().ok()
 }
 
-/// The fields of a Duet server message the harness looks at.
-#[derive(Deserialize)]
-struct DuetFrame<'a> {
-    #[serde(borrow, rename = "type")]
-    kind: Cow<'a, str>,
-    #[serde(borrow, default)]
-    code: Option<Cow<'a, str>>,
-}
-
 fn classify_duet(text: &str) -> Incoming {
-    let Ok(frame) = serde_json::from_str::<DuetFrame<'_>>(text) else {
-        return Incoming::Error(format!("unparsable frame: {}", clip(text)));
-    };
-    match frame.kind.as_ref() {
-        "joined" => Incoming::Joined,
-        "other_joined" => Incoming::OtherJoined,
-        "bye" => Incoming::Bye,
-        "full" => Incoming::Full,
-        "pong" => Incoming::Pong,
-        "error" => Incoming::Error(
-            frame
-                .code
-                .map_or_else(|| "error".to_owned(), |c| c.into_owned()),
-        ),
-        "message" => Incoming::Other,
-        _ => Incoming::Other,
+    match ServerMessage::parse(text) {
+        Ok(ServerMessage::Joined { .. }) => Incoming::Joined,
+        Ok(ServerMessage::OtherJoined { .. }) => Incoming::OtherJoined,
+        Ok(ServerMessage::Bye { .. }) => Incoming::Bye,
+        Ok(ServerMessage::Full { .. }) => Incoming::Full,
+        Ok(ServerMessage::Pong) => Incoming::Pong,
+        Ok(ServerMessage::Error { code, .. }) => Incoming::Error(code.as_str().to_owned()),
+        Ok(ServerMessage::Message { .. } | ServerMessage::Leaved { .. }) => Incoming::Other,
+        Err(error) if error.code == ErrorCode::UnknownType => Incoming::Other,
+        Err(error) => Incoming::Error(format!("unparsable frame ({error}): {}", clip(text))),
     }
 }
 
@@ -201,12 +192,18 @@ fn classify_sio_event(json: &str) -> Incoming {
         return Incoming::Error(format!("unparsable event: {}", clip(json)));
     };
     match args.first().and_then(|v| v.as_str()) {
-        Some("joined") => Incoming::Joined,
-        Some("otherjoin") => Incoming::OtherJoined,
-        Some("bye") => Incoming::Bye,
-        Some("full") => Incoming::Full,
+        Some(events::JOINED) => Incoming::Joined,
+        Some(events::OTHERJOIN) => Incoming::OtherJoined,
+        Some(events::BYE) => Incoming::Bye,
+        Some(events::FULL) => Incoming::Full,
+        Some(events::ERROR) => Incoming::Error(format!("refused: {}", clip(json))),
         _ => Incoming::Other,
     }
+}
+
+/// `text` as a JSON string literal.
+fn json_string(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
 }
 
 /// The start of a frame, for error messages.
@@ -223,12 +220,12 @@ mod tests {
         let p = Protocol::Duet;
         assert_eq!(
             p.classify(
-                r#"{"type":"joined","room":"r","id":"ab","peers":[],"iceServers":[],"resume":"x"}"#
+                r#"{"type":"joined","room":"r","id":"00000000000000ab","peers":[],"iceServers":[],"resume":"0123456789abcdef0123456789abcdef"}"#
             ),
             Incoming::Joined
         );
         assert_eq!(
-            p.classify(r#"{"type":"other_joined","id":"ab"}"#),
+            p.classify(r#"{"type":"other_joined","id":"00000000000000ab"}"#),
             Incoming::OtherJoined
         );
         assert_eq!(

@@ -28,7 +28,7 @@ use crate::record::Recorder;
 use crate::relay::TurnServer;
 use crate::report::{self, Identity, Report};
 use crate::signaling::{self, SignalingReceiver, SignalingSender};
-use crate::wire::{ClientMessage, IceServer, PeerMessage, ServerMessage};
+use crate::wire::{ClientMessage, IceServer, PeerMessage, RoomName, ServerMessage};
 
 /// Longest wait for the WebSocket and TLS handshakes.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
@@ -179,10 +179,10 @@ impl Run {
             None => local_ip_towards(&self.options.url).await?,
         };
         let (mut socket, mut local_addr) = self.open_socket(local_ip).await?;
+        let room = RoomName::parse(&self.options.room)
+            .map_err(|err| format!("room {}: {err}", self.options.room))?;
         sender
-            .send(&ClientMessage::Join {
-                room: self.options.room.clone(),
-            })
+            .send(&ClientMessage::Join { room, resume: None })
             .await
             .map_err(|err| err.to_string())?;
         self.state = "joining";
@@ -401,7 +401,7 @@ impl Run {
         }
         for message in messages {
             sender
-                .send(&ClientMessage::Message { data: message })
+                .send(&ClientMessage::message(&message).map_err(|err| err.to_string())?)
                 .await
                 .map_err(|err| err.to_string())?;
         }
@@ -423,8 +423,8 @@ impl Run {
                 ice_servers: servers,
                 ..
             } => {
-                self.identity.id = Some(id);
-                *ice_servers = servers;
+                self.identity.id = Some(id.to_string());
+                *ice_servers = servers.to_vec();
                 if self.options.relay_only {
                     *turn = Some(resolve_turn(ice_servers, local_addr).await?);
                 } else if self.options.use_relay {
@@ -436,18 +436,18 @@ impl Run {
                 }
                 self.state = "waiting for the other peer";
                 if let Some(peer) = peers.into_iter().next() {
-                    self.start_call(peer, true, turn.clone(), local_addr, now);
+                    self.start_call(peer.to_string(), true, turn.clone(), local_addr, now);
                 }
             }
             ServerMessage::OtherJoined { id } => {
-                self.start_call(id, false, turn.clone(), local_addr, now);
+                self.start_call(id.to_string(), false, turn.clone(), local_addr, now);
             }
             ServerMessage::Message { from, data } => {
                 if self.call.is_none() {
                     // A message before `other_joined` (a resumed seat): they are here.
-                    self.start_call(from, false, turn.clone(), local_addr, now);
+                    self.start_call(from.to_string(), false, turn.clone(), local_addr, now);
                 }
-                match PeerMessage::from_value(&data) {
+                match PeerMessage::from_raw(&data) {
                     Ok(message) => {
                         if let Some(call) = &mut self.call {
                             call.handle_message(message, now);
@@ -471,7 +471,7 @@ impl Run {
                 }
                 tracing::warn!("signaling error {code}: {message}");
             }
-            ServerMessage::Leaved { .. } | ServerMessage::Pong | ServerMessage::Other => {}
+            ServerMessage::Leaved { .. } | ServerMessage::Pong => {}
         }
         Ok(())
     }

@@ -26,7 +26,7 @@ pub fn first_udp_turn(servers: &[IceServer]) -> Option<TurnEndpoint> {
     servers.iter().find_map(|server| {
         let username = server.username.clone()?;
         let password = server.credential.clone()?;
-        server.urls.to_vec().into_iter().find_map(|url| {
+        server.urls.iter().find_map(|url| {
             let parsed = parse_url(url)?;
             (parsed.scheme == Scheme::Turn && parsed.udp).then(|| TurnEndpoint {
                 host: parsed.host,
@@ -43,7 +43,7 @@ pub fn first_udp_turn(servers: &[IceServer]) -> Option<TurnEndpoint> {
 pub fn stun_servers(servers: &[IceServer]) -> Vec<StunEndpoint> {
     servers
         .iter()
-        .flat_map(|server| server.urls.to_vec())
+        .flat_map(|server| server.urls.iter().map(String::as_str))
         .filter_map(parse_url)
         .filter(|url| url.scheme == Scheme::Stun)
         .map(|url| StunEndpoint {
@@ -121,11 +121,10 @@ fn split_host_port(authority: &str, default_port: u16) -> Option<(String, u16)> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::Urls;
 
     fn server(urls: &[&str], credentials: bool) -> IceServer {
         IceServer {
-            urls: Urls::Many(urls.iter().map(|u| (*u).to_owned()).collect()),
+            urls: urls.iter().map(|u| (*u).to_owned()).collect(),
             username: credentials.then(|| "user".to_owned()),
             credential: credentials.then(|| "pass".to_owned()),
         }

@@ -18,6 +18,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
+use duet_signaling::ErrorCode;
+
 use crate::wire::{ClientMessage, ServerMessage};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -160,8 +162,7 @@ pub fn url_host_port(url: &str) -> Result<(String, u16), SignalingError> {
 
 impl SignalingSender {
     pub async fn send(&mut self, message: &ClientMessage) -> Result<(), SignalingError> {
-        let text = serde_json::to_string(message)
-            .map_err(|err| SignalingError::BadMessage(err.to_string()))?;
+        let text = message.to_json();
         self.sink
             .send(Message::Text(text.into()))
             .await
@@ -185,11 +186,17 @@ impl SignalingReceiver {
                 None => return Err(SignalingError::Lost("closed".into())),
             };
             match frame {
-                Message::Text(text) => {
-                    return serde_json::from_str(text.as_str()).map_err(|err| {
-                        SignalingError::BadMessage(format!("{err}: {}", text.as_str()))
-                    });
-                }
+                Message::Text(text) => match ServerMessage::parse(text.as_str()) {
+                    Ok(message) => return Ok(message),
+                    // A message type of a newer server: not for this client.
+                    Err(error) if error.code == ErrorCode::UnknownType => {}
+                    Err(error) => {
+                        return Err(SignalingError::BadMessage(format!(
+                            "{error}: {}",
+                            text.as_str()
+                        )));
+                    }
+                },
                 Message::Close(frame) => {
                     let reason = frame.map_or_else(
                         || "closed without a reason".to_owned(),

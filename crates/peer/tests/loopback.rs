@@ -119,7 +119,7 @@ async fn a_garbage_answer_is_a_clear_error() {
     // The native peer joins second and offers; answer it with garbage.
     expect(
         &mut receiver,
-        |m| matches!(m, ServerMessage::Message { data, .. } if data["kind"] == "sdp"),
+        |m| matches!(m, ServerMessage::Message { data, .. } if matches!(PeerMessage::from_raw(data), Ok(PeerMessage::Sdp { .. }))),
     )
     .await;
     let garbage = PeerMessage::Sdp {
@@ -129,7 +129,7 @@ async fn a_garbage_answer_is_a_clear_error() {
         },
     };
     sender
-        .send(&ClientMessage::Message { data: garbage })
+        .send(&ClientMessage::message(&garbage).unwrap())
         .await
         .unwrap();
     let report = tokio::time::timeout(Duration::from_secs(10), peer)
@@ -156,7 +156,7 @@ async fn a_garbage_or_truncated_offer_is_a_clear_error() {
         },
     };
     sender
-        .send(&ClientMessage::Message { data: truncated })
+        .send(&ClientMessage::message(&truncated).unwrap())
         .await
         .unwrap();
     let report = tokio::time::timeout(Duration::from_secs(10), peer)

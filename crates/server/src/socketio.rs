@@ -19,7 +19,7 @@ use axum::extract::{ConnectInfo, Request, State as AxumState};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use duet_signaling::socketio::{ERROR_EVENT, Event};
+use duet_signaling::socketio::{ERROR_EVENT, Event, events};
 use duet_signaling::{CloseCode, ConnectionId, Disconnect};
 use serde_json::Value;
 use socketioxide::extract::{Event as EventName, SocketRef, TryData};
@@ -112,19 +112,19 @@ fn on_connect(socket: SocketRef, state: Arc<AppState>) {
     let signaling = Arc::clone(&state.signaling);
     let (connection, inbox) = signaling.connect_socketio(socket.id.to_string(), ice_servers);
 
-    socket.on("join", {
+    socket.on(events::JOIN, {
         let signaling = Arc::clone(&signaling);
         move |TryData(room): TryData<Value>| async move {
             signaling.socketio_event(connection, Event::Join(room.ok()));
         }
     });
-    socket.on("leave", {
+    socket.on(events::LEAVE, {
         let signaling = Arc::clone(&signaling);
         move |TryData(room): TryData<Value>| async move {
             signaling.socketio_event(connection, Event::Leave(room.ok()));
         }
     });
-    socket.on("message", {
+    socket.on(events::MESSAGE, {
         let signaling = Arc::clone(&signaling);
         move |TryData(arguments): TryData<(Value, Value)>| async move {
             signaling.socketio_event(connection, Event::Message(arguments.ok()));

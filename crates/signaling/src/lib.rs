@@ -14,6 +14,7 @@
 //!
 //! [`Instant`]: std::time::Instant
 
+pub mod call;
 pub mod cmd;
 mod hub;
 mod rate;

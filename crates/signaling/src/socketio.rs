@@ -25,8 +25,30 @@ use serde_json::{Value, json};
 use crate::signal::{self, Form};
 use crate::wire::{ClientMessage, PeerId, RoomName, ServerMessage};
 
-/// The name of the event that carries a refusal (`error` is reserved by socket.io).
-pub const ERROR_EVENT: &str = "duet-error";
+/// The events' names, as the course server spells them.
+pub mod events {
+    /// Client → server: `join(room)`.
+    pub const JOIN: &str = "join";
+    /// Client → server: `leave(room)`.
+    pub const LEAVE: &str = "leave";
+    /// Both ways: `message(room, data)`.
+    pub const MESSAGE: &str = "message";
+    /// `joined(room, id, {iceServers})`: you are in the room.
+    pub const JOINED: &str = "joined";
+    /// `otherjoin(room, id)`: someone joined your room; make the offer.
+    pub const OTHERJOIN: &str = "otherjoin";
+    /// `full(room, id)`: the room holds two already.
+    pub const FULL: &str = "full";
+    /// `leaved(room, id)`: your `leave` is done.
+    pub const LEAVED: &str = "leaved";
+    /// `bye(room, id)`: the other member left.
+    pub const BYE: &str = "bye";
+    /// `duet-error(code, message)`: a refusal (`error` is reserved by socket.io).
+    pub const ERROR: &str = "duet-error";
+}
+
+/// The name of the event that carries a refusal.
+pub const ERROR_EVENT: &str = events::ERROR;
 
 /// An event from a socket.io client, with its arguments as the driver could
 /// read them (`None`: missing or of the wrong shape).
@@ -120,29 +142,33 @@ impl SioClient {
                 ice_servers,
                 ..
             } => {
-                let mut events =
-                    vec![json!(["joined", joined, self.sid, { "iceServers": ice_servers }])];
+                let mut out = vec![json!([
+                    events::JOINED,
+                    joined,
+                    self.sid,
+                    { "iceServers": ice_servers }
+                ])];
                 if let Some(mate) = peers.first()
                     && !(view.speaks_socketio)(*mate)
                 {
                     // The member there waits for the newcomer's offer: this page
                     // offers when told `otherjoin`.
-                    events.push(json!(["otherjoin", joined, (view.name_of)(*mate)]));
+                    out.push(json!([events::OTHERJOIN, joined, (view.name_of)(*mate)]));
                 }
-                events
+                out
             }
             ServerMessage::OtherJoined { id } if (view.speaks_socketio)(*id) => {
-                vec![json!(["otherjoin", room(), (view.name_of)(*id)])]
+                vec![json!([events::OTHERJOIN, room(), (view.name_of)(*id)])]
             }
             // The newcomer offers by itself; an `otherjoin` would make both offer.
             ServerMessage::OtherJoined { .. } => Vec::new(),
-            ServerMessage::Full { room: full } => vec![json!(["full", full, self.sid])],
-            ServerMessage::Leaved { room: left } => vec![json!(["leaved", left, self.sid])],
-            ServerMessage::Bye { id } => vec![json!(["bye", room(), (view.name_of)(*id)])],
+            ServerMessage::Full { room: full } => vec![json!([events::FULL, full, self.sid])],
+            ServerMessage::Leaved { room: left } => vec![json!([events::LEAVED, left, self.sid])],
+            ServerMessage::Bye { id } => vec![json!([events::BYE, room(), (view.name_of)(*id)])],
             ServerMessage::Message { data, .. } => {
                 let data = signal::to_form(data.get(), Form::Legacy);
                 let data: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
-                vec![json!(["message", room(), data])]
+                vec![json!([events::MESSAGE, room(), data])]
             }
             ServerMessage::Error { code, message } => {
                 vec![json!([ERROR_EVENT, code, message])]

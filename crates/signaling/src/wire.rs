@@ -74,6 +74,16 @@ impl fmt::Display for PeerId {
     }
 }
 
+impl PeerId {
+    /// Parses the wire form: 16 hex digits.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.len() != 16 || !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            return None;
+        }
+        u64::from_str_radix(text, 16).ok().map(Self)
+    }
+}
+
 impl Serialize for PeerId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
@@ -121,6 +131,8 @@ impl Serialize for ResumeToken {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IceServer {
+    /// A string or a list of strings on the wire (as `RTCIceServer` takes it); always a list here.
+    #[serde(deserialize_with = "one_or_many")]
     pub urls: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
@@ -128,11 +140,27 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
-/// A message from a client, parsed and checked.
-#[derive(Debug, Clone)]
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Urls {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Urls::deserialize(deserializer)? {
+        Urls::One(url) => vec![url],
+        Urls::Many(urls) => urls,
+    })
+}
+
+/// A message from a client: parsed and checked by the server
+/// ([`ClientMessage::parse`]), written by clients ([`ClientMessage::to_json`]).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     Join {
         room: RoomName,
+        #[serde(skip_serializing_if = "Option::is_none")]
         resume: Option<ResumeToken>,
     },
     Leave,
@@ -162,15 +190,22 @@ impl ClientMessage {
         }
     }
 
-    /// Parses one text frame.
+    /// A `message` carrying `data` (a call message, or any JSON value).
+    pub fn message(data: &impl Serialize) -> Result<Self, serde_json::Error> {
+        Ok(ClientMessage::Message {
+            data: serde_json::value::to_raw_value(data)?,
+        })
+    }
+
+    /// The text frame a client sends.
+    pub fn to_json(&self) -> String {
+        // Room names, tokens and raw JSON always serialize.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses one text frame (the server's side).
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        let frame: Frame<'_> = serde_json::from_str(text).map_err(|error| {
-            if error.is_data() {
-                ParseError::new(ErrorCode::BadMessage, error.to_string())
-            } else {
-                ParseError::new(ErrorCode::BadJson, format!("invalid JSON: {error}"))
-            }
-        })?;
+        let frame: Frame<'_> = serde_json::from_str(text).map_err(ParseError::from_json)?;
         let kind = frame.kind.ok_or_else(|| {
             ParseError::new(ErrorCode::BadMessage, "missing field `type`".to_owned())
         })?;
@@ -262,6 +297,15 @@ impl ParseError {
     fn new(code: ErrorCode, message: String) -> Self {
         Self { code, message }
     }
+
+    /// A frame that is not JSON (`bad_json`), or JSON of the wrong shape (`bad_message`).
+    fn from_json(error: serde_json::Error) -> Self {
+        if error.is_data() {
+            Self::new(ErrorCode::BadMessage, error.to_string())
+        } else {
+            Self::new(ErrorCode::BadJson, format!("invalid JSON: {error}"))
+        }
+    }
 }
 
 /// The `code` of an `error` message. Stable: clients may match on it.
@@ -291,6 +335,11 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code named `text`, if the protocol has it.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|code| code.as_str() == text)
+    }
+
     pub const ALL: [ErrorCode; 10] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
@@ -401,7 +450,96 @@ pub enum ServerMessage {
     },
 }
 
+/// The envelope of a server frame, as a client reads it. Unknown fields are
+/// ignored (the server may add some); known ones must have the right type.
+#[derive(Deserialize)]
+struct ServerFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    room: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    peers: Option<Vec<String>>,
+    #[serde(default, rename = "iceServers")]
+    ice_servers: Option<Vec<IceServer>>,
+    #[serde(default, borrow)]
+    resume: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    from: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    code: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
 impl ServerMessage {
+    /// Parses one text frame (a client's side). A type this version does not
+    /// know is an [`ErrorCode::UnknownType`] error, which clients ignore.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let bad = |what: &str| ParseError::new(ErrorCode::BadMessage, what.to_owned());
+        let frame: ServerFrame<'_> = serde_json::from_str(text).map_err(ParseError::from_json)?;
+        let room = || {
+            let room = frame.room.as_deref().ok_or_else(|| bad("missing `room`"))?;
+            RoomName::parse(room)
+                .map_err(|error| ParseError::new(ErrorCode::BadRoom, error.to_string()))
+        };
+        let peer = |field: Option<&str>, name: &str| {
+            field
+                .and_then(PeerId::parse)
+                .ok_or_else(|| bad(&format!("`{name}` is not a member id")))
+        };
+        let message = match frame.kind.as_ref() {
+            "joined" => ServerMessage::Joined {
+                room: room()?,
+                id: peer(frame.id.as_deref(), "id")?,
+                peers: frame
+                    .peers
+                    .iter()
+                    .flatten()
+                    .map(|id| peer(Some(id), "peers"))
+                    .collect::<Result<_, _>>()?,
+                ice_servers: Arc::from(frame.ice_servers.clone().unwrap_or_default()),
+                resume: frame
+                    .resume
+                    .as_deref()
+                    .and_then(ResumeToken::parse)
+                    .ok_or_else(|| bad("`resume` is not a resume token"))?,
+            },
+            "other_joined" => ServerMessage::OtherJoined {
+                id: peer(frame.id.as_deref(), "id")?,
+            },
+            "full" => ServerMessage::Full { room: room()? },
+            "leaved" => ServerMessage::Leaved { room: room()? },
+            "bye" => ServerMessage::Bye {
+                id: peer(frame.id.as_deref(), "id")?,
+            },
+            "message" => ServerMessage::Message {
+                from: peer(frame.from.as_deref(), "from")?,
+                data: frame.data.ok_or_else(|| bad("missing `data`"))?.to_owned(),
+            },
+            "pong" => ServerMessage::Pong,
+            "error" => ServerMessage::Error {
+                code: frame
+                    .code
+                    .as_deref()
+                    .and_then(ErrorCode::parse)
+                    .ok_or_else(|| bad("`code` is not an error code of the protocol"))?,
+                message: frame.message.clone().unwrap_or_default(),
+            },
+            other => {
+                return Err(ParseError::new(
+                    ErrorCode::UnknownType,
+                    format!("unknown message type `{}`", truncate(other, 32)),
+                ));
+            }
+        };
+        Ok(message)
+    }
+
     /// The JSON text of the message.
     pub fn to_json(&self) -> String {
         // Serializing these types cannot fail: every field is a string, number,

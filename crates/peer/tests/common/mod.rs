@@ -10,7 +10,7 @@ use std::time::Duration;
 use duet_peer::driver::PeerOptions;
 use duet_peer::media::{Clip, DEFAULT_AUDIO, DEFAULT_VIDEO};
 use duet_peer::signaling::{self, SignalingReceiver, SignalingSender, Trust};
-use duet_peer::wire::{ClientMessage, ServerMessage};
+use duet_peer::wire::{ClientMessage, RoomName, ServerMessage};
 use duet_server::config::{FileConfig, ServeArgs, ServeConfig};
 use duet_server::server::RunningServer;
 
@@ -84,7 +84,8 @@ impl Duet {
                 .unwrap();
         sender
             .send(&ClientMessage::Join {
-                room: room.to_owned(),
+                room: RoomName::parse(room).unwrap(),
+                resume: None,
             })
             .await
             .unwrap();
