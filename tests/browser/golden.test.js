@@ -116,6 +116,14 @@ test('the web client writes the golden client messages and reads the golden serv
   assert.deepEqual(written.slice(-2), [client['message-sdp'], client['message-ice']]);
   assert.deepEqual(client['message-sdp'].data, golden.call.sdp, 'a description is a call message');
 
+  // Call reports (report.js hands RoomSession.report the fields after `type`).
+  for (const name of ['report-setup', 'report-summary']) {
+    const { type, ...fields } = client[name];
+    await page.evaluate((r) => window.session.report(r), fields);
+    assert.equal(type, 'report');
+    assert.deepEqual((await sent()).at(-1), client[name], name);
+  }
+
   await page.evaluate(() => window.session.leave());
   assert.deepEqual((await sent()).at(-1), client.leave, 'leave');
 });

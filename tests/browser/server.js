@@ -11,6 +11,7 @@
 // DUET_TEST_WEB_DIR=web serves web/ from disk instead of the embedded copy.
 
 import { spawn } from 'node:child_process';
+import { get } from 'node:https';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -137,4 +138,22 @@ export async function startServer({ extraArgs = [], env = {}, bin = duetBinary()
   }
 
   return { url, pid: child.pid, dataDir, stop, output: () => lines.join('\n') };
+}
+
+/** The server's /metrics text (its self-signed certificate accepted). */
+export function scrapeMetrics(server) {
+  return new Promise((resolve, reject) => {
+    get(`${server.url}/metrics`, { rejectUnauthorized: false }, (response) => {
+      let body = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk) => (body += chunk));
+      response.on('end', () => resolve(body));
+    }).on('error', reject);
+  });
+}
+
+/** The value of one sample (`name` or `name{labels}` exactly as exposed) in a scrape, 0 if absent. */
+export function sample(text, name) {
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.slice(name.length + 1).split(' ')[0]) : 0;
 }

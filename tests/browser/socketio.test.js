@@ -6,9 +6,8 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { get } from 'node:https';
 import { createRequire } from 'node:module';
-import { startServer } from './server.js';
+import { scrapeMetrics, startServer } from './server.js';
 import { until } from './call-helpers.js';
 import WebSocket from 'ws';
 
@@ -144,15 +143,7 @@ test('a socket that never joins is let go after the join deadline', async () => 
 });
 
 test('the server counts socket.io members in its metrics like any other', async () => {
-  const metrics = () =>
-    new Promise((resolve, reject) => {
-      get(`${server.url}/metrics`, { rejectUnauthorized: false }, (response) => {
-        let body = '';
-        response.setEncoding('utf8');
-        response.on('data', (chunk) => (body += chunk));
-        response.on('end', () => resolve(body));
-      }).on('error', reject);
-    });
+  const metrics = () => scrapeMetrics(server);
   const before = await metrics();
   assert.match(before, /^duet_signaling_connections 0$/m);
   const a = await client(['websocket']);

@@ -30,6 +30,7 @@ import { RoomSession } from './signaling.js';
 import { PeerCall, isPolite, videoCodecChoices } from './call.js';
 import { LocalMedia, describeMediaError, screenShareAvailable } from './media.js';
 import { StatsMonitor } from './stats.js';
+import { CallReporter } from './report.js';
 import { RingFlow, isRingMessage } from './ring.js';
 import { ChatPanel, CHAT_MAX, renderStats } from './panels.js';
 import { savePrefs } from './prefs.js';
@@ -97,6 +98,8 @@ export class Room {
   #mediaReady = Promise.resolve();
   /** @type {StatsMonitor | null} */
   #stats = null;
+  /** @type {CallReporter | null} */
+  #reporter = null;
   #remote = { audio: true, video: true, screen: false, recording: false };
   /** @type {CallRecorder | null} */
   #recorder = null;
@@ -399,9 +402,18 @@ export class Room {
     on('problem', (d) => console.warn('duet:', d.message));
 
     this.#stats = new StatsMonitor(() => call.pc);
+    // How the call goes, for the operator's metrics (report.js). A page may set
+    // window.duetReportFailAfterMs to report a failure sooner than 30 s (tests do).
+    const failAfterMs = /** @type {any} */ (window).duetReportFailAfterMs;
+    this.#reporter = new CallReporter(call.pc, (report) => this.#session.report(report), {
+      failAfterMs: typeof failAfterMs === 'number' ? failAfterMs : undefined,
+    });
+    const reporter = this.#reporter;
     this.#stats.addEventListener('sample', (e) => {
       if (this.call !== call || !this.#stats) return;
-      renderStats(/** @type {CustomEvent} */ (e).detail, this.#stats.history, this.#drawers.current === 'stats');
+      const sample = /** @type {CustomEvent} */ (e).detail;
+      reporter.sample(sample, this.#remote.video || this.#remote.screen);
+      renderStats(sample, this.#stats.history, this.#drawers.current === 'stats');
     });
     // Sampling starts once connected: nothing to measure before, and set-up is busy enough.
     return call;
@@ -409,6 +421,8 @@ export class Room {
 
   /** Closes the connection (not the seat, not the media). */
   #dropCall() {
+    this.#reporter?.end(this.call?.counters.iceRestarts ?? 0);
+    this.#reporter = null;
     this.#stats?.stop();
     this.#stats = null;
     this.call?.close();
@@ -426,6 +440,7 @@ export class Room {
     if (this.phase === 'ended') return;
     if (state === 'connected') {
       if (!this.marks.connected) this.marks.connected = now();
+      this.#reporter?.connected();
       this.#stats?.start();
       this.#setPhase('connected');
       this.#showVerificationCode();

@@ -405,6 +405,20 @@ export class RoomSession extends EventTarget {
     if (this.#outbox.length < OUTBOX_LIMIT) this.#outbox.push(data);
   }
 
+  /**
+   * Sends a call report (report.js) if the seat is in place; reports are never kept
+   * for later (a lost one costs a metric, not a call).
+   * @param {object} report
+   */
+  report(report) {
+    if (this.#state !== 'joined' || !this.#client?.connected) return;
+    try {
+      this.#client.send({ type: 'report', ...report });
+    } catch {
+      // best effort
+    }
+  }
+
   /** Gives the seat up for good. */
   leave() {
     if (this.#state === 'closed') return;

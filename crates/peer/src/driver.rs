@@ -121,6 +121,8 @@ struct Run {
     call: Option<Call>,
     /// When the current call started.
     call_started: Option<Instant>,
+    /// The server has this call's set-up report (sent once the selected pair is known).
+    setup_reported: bool,
     /// The counters of the last call that ended, for the report.
     last_stats: Option<CallStats>,
     /// The socket of the current call (shared with the loop in `serve`).
@@ -144,6 +146,7 @@ impl Run {
             identity,
             call: None,
             call_started: None,
+            setup_reported: false,
             last_stats: None,
             socket: None,
             recorder,
@@ -162,6 +165,7 @@ impl Run {
         .map_err(|err| err.to_string())?;
         let result = self.serve(&mut sender, &mut receiver).await;
         self.hang_up().await;
+        self.report_summary(&mut sender).await;
         if result.is_ok() || self.peer_left {
             let _ = sender.send(&ClientMessage::Leave).await;
         }
@@ -224,6 +228,7 @@ impl Run {
                 // Ready for the next member, on a fresh socket: a new relay
                 // allocation needs a new 5-tuple.
                 self.hang_up().await;
+                self.report_summary(sender).await;
                 (socket, local_addr) = self.open_socket(local_ip).await?;
                 self.peer_left = false;
                 media_since = None;
@@ -319,6 +324,17 @@ impl Run {
 
     /// Ends the current call: closes it, sends what gives its relay back, and
     /// keeps its counters for the report.
+    /// Tells the server how the call that just ended went (best effort).
+    async fn report_summary(&mut self, sender: &mut SignalingSender) {
+        let report = self
+            .last_stats
+            .as_ref()
+            .and_then(|stats| stats.summary_report(Instant::now()));
+        if let Some(report) = report {
+            let _ = sender.send(&ClientMessage::Report(report)).await;
+        }
+    }
+
     async fn hang_up(&mut self) {
         let Some(mut call) = self.call.take() else {
             return;
@@ -352,6 +368,7 @@ impl Run {
             return Ok(());
         };
         let mut messages = Vec::new();
+        let mut reports = Vec::new();
         // Bounded by what the call queued since the last turn.
         while let Some(output) = call.poll_output() {
             match output {
@@ -398,6 +415,18 @@ impl Run {
                     CallEvent::Failed(error) => return Err(error.to_string()),
                 },
             }
+        }
+        if !self.setup_reported
+            && let Some(report) = call.stats().setup_report()
+        {
+            self.setup_reported = true;
+            reports.push(report);
+        }
+        for report in reports {
+            sender
+                .send(&ClientMessage::Report(report))
+                .await
+                .map_err(|err| err.to_string())?;
         }
         for message in messages {
             sender
@@ -492,6 +521,7 @@ impl Run {
         self.identity.polite = Some(polite);
         self.identity.calls += 1;
         self.call_started = Some(now);
+        self.setup_reported = false;
         // A bot records each call in a directory of its own.
         if self.options.stay {
             let dir = self.options.record_dir.as_ref();

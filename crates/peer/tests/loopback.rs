@@ -55,6 +55,25 @@ async fn two_native_peers_call_each_other_and_chat() {
     assert_eq!((first.chat.received, first.chat.echoed), (1, 1));
     assert_eq!(second.chat.received, 1, "the echo came back");
     assert_eq!(second.sent.video.packets_lost, 0);
+
+    // Both told the server how their call went (a set-up when connected, a
+    // summary at the end), and it counted them.
+    let metrics = &duet.server.as_ref().unwrap().state.metrics;
+    let wanted = [
+        r#"duet_call_setups_total{outcome="connected"} 2"#,
+        r#"duet_call_paths_total{path="direct",transport="udp"} 2"#,
+        "duet_call_summaries_total 2",
+        "duet_call_rtt_seconds_count 2",
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut text = metrics.encode();
+    while !wanted.iter().all(|line| text.contains(line)) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        text = metrics.encode();
+    }
+    for line in wanted {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::call_metrics::CallMetrics;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
     pub code: String,
@@ -42,6 +44,8 @@ pub struct Metrics {
     pub turn_auth_failures: Gauge,
     pub turn_denied_peers: Gauge,
     pub turn_quota_refusals: Gauge,
+    /// Call quality, from the reports of the clients.
+    pub calls: CallMetrics,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -157,7 +161,9 @@ impl Metrics {
             "Allocations refused by a quota since start",
             turn_quota_refusals.clone(),
         );
+        let calls = CallMetrics::register(&mut registry);
         Self {
+            calls,
             registry,
             turn_allocations,
             turn_allocations_total,

@@ -316,6 +316,7 @@ impl Signaling {
                         inner.hub.handle_disconnect(to, Disconnect::Closed, now);
                     }
                 }
+                Output::Report { report, .. } => self.metrics.calls.record(&report),
                 Output::Close {
                     connection,
                     code,

@@ -14,6 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::rate::TokenBucket;
+use crate::report::CallReport;
 use crate::timers::{Timer, Timers};
 use crate::wire::{
     ClientMessage, CloseCode, ErrorCode, IceServer, MessageKind, PeerId, ResumeToken, RoomName,
@@ -89,6 +90,12 @@ pub enum Output {
         to: ConnectionId,
         message: ServerMessage,
     },
+    /// Count this call report in the metrics: the parts of it not counted
+    /// before for this seat (one set-up and one summary per seat).
+    Report {
+        connection: ConnectionId,
+        report: CallReport,
+    },
     /// Send a close frame and drop the connection. The hub has already forgotten it.
     Close {
         connection: ConnectionId,
@@ -141,6 +148,15 @@ struct Seat {
     id: PeerId,
     token: ResumeToken,
     attachment: Attachment,
+    /// What this seat's reports have counted already.
+    reported: Reported,
+}
+
+/// The parts of a call report a seat has sent; each counts once.
+#[derive(Debug, Default, Clone, Copy)]
+struct Reported {
+    setup: bool,
+    summary: bool,
 }
 
 #[derive(Debug)]
@@ -302,6 +318,7 @@ impl Hub {
             ClientMessage::Leave => self.leave(connection),
             ClientMessage::Message { data } => self.relay(connection, data),
             ClientMessage::Ping => self.send(connection, ServerMessage::Pong),
+            ClientMessage::Report(report) => self.report(connection, report),
         }
     }
 
@@ -539,6 +556,7 @@ impl Hub {
             id,
             token,
             attachment: Attachment::Connected(connection),
+            reported: Reported::default(),
         });
         let others: Vec<PeerId> = room
             .seats
@@ -546,6 +564,10 @@ impl Hub {
             .filter(|seat| seat.id != id)
             .map(|seat| seat.id)
             .collect();
+        // A new room mate is a new call: the members already there report it afresh.
+        for seat in room.seats.iter_mut() {
+            seat.reported = Reported::default();
+        }
         if let Some(session) = self.sessions.get_mut(&connection) {
             session.seat = Some((room_name.clone(), id));
         }
@@ -631,6 +653,40 @@ impl Hub {
     }
 
     // ----- seats -----
+
+    /// Passes on the parts of a report this seat has not sent before; a
+    /// member may report what it likes, but only once per call.
+    fn report(&mut self, connection: ConnectionId, mut report: CallReport) {
+        let seat = self
+            .sessions
+            .get(&connection)
+            .and_then(|session| session.seat.clone());
+        let Some((room, id)) = seat else {
+            self.send_error(
+                connection,
+                ErrorCode::NotInRoom,
+                "a report is about a call: join a room first".to_owned(),
+            );
+            return;
+        };
+        let Some(seat) = self
+            .rooms
+            .get_mut(&room)
+            .and_then(|room| room.seats.iter_mut().find(|seat| seat.id == id))
+        else {
+            return;
+        };
+        if report.setup.is_some() && std::mem::replace(&mut seat.reported.setup, true) {
+            report.setup = None;
+        }
+        if report.summary.is_some() && std::mem::replace(&mut seat.reported.summary, true) {
+            report.summary = None;
+        }
+        if report.setup.is_some() || report.summary.is_some() {
+            self.outputs
+                .push_back(Output::Report { connection, report });
+        }
+    }
 
     fn seat(&self, room: &RoomName, id: PeerId) -> Option<&Seat> {
         self.rooms

@@ -18,6 +18,7 @@ pub mod call;
 pub mod cmd;
 mod hub;
 mod rate;
+pub mod report;
 pub mod signal;
 pub mod socketio;
 mod timers;

@@ -11,6 +11,8 @@ use serde::de::Error as _;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+use crate::report::CallReport;
+
 /// Longest room name, in bytes.
 pub const ROOM_NAME_MAX_LEN: usize = 64;
 
@@ -169,6 +171,8 @@ pub enum ClientMessage {
         data: Box<RawValue>,
     },
     Ping,
+    /// How this member's call went, for the operator's metrics (never relayed).
+    Report(CallReport),
 }
 
 /// The type of a client message, for metrics and logs.
@@ -178,6 +182,7 @@ pub enum MessageKind {
     Leave,
     Message,
     Ping,
+    Report,
 }
 
 impl ClientMessage {
@@ -187,6 +192,7 @@ impl ClientMessage {
             ClientMessage::Leave => MessageKind::Leave,
             ClientMessage::Message { .. } => MessageKind::Message,
             ClientMessage::Ping => MessageKind::Ping,
+            ClientMessage::Report(_) => MessageKind::Report,
         }
     }
 
@@ -230,6 +236,9 @@ impl ClientMessage {
                 })
             }
             "ping" => Ok(ClientMessage::Ping),
+            "report" => CallReport::parse(text)
+                .map(ClientMessage::Report)
+                .map_err(|reason| ParseError::new(ErrorCode::BadReport, reason)),
             other => Err(ParseError::new(
                 ErrorCode::UnknownType,
                 format!("unknown message type `{}`", truncate(other, 32)),
@@ -332,6 +341,8 @@ pub enum ErrorCode {
     TooManyRooms,
     /// Messages arrive faster than the limit.
     RateLimited,
+    /// A call report breaks a rule (a field unknown, a number out of bounds, too big).
+    BadReport,
 }
 
 impl ErrorCode {
@@ -340,7 +351,7 @@ impl ErrorCode {
         Self::ALL.into_iter().find(|code| code.as_str() == text)
     }
 
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
@@ -351,6 +362,7 @@ impl ErrorCode {
         ErrorCode::NoPeer,
         ErrorCode::TooManyRooms,
         ErrorCode::RateLimited,
+        ErrorCode::BadReport,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -365,6 +377,7 @@ impl ErrorCode {
             ErrorCode::NoPeer => "no_peer",
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::BadReport => "bad_report",
         }
     }
 }

@@ -67,6 +67,9 @@ impl Harness {
                 Output::Close {
                     connection, code, ..
                 } => sent.push((connection, serde_json::json!({ "close": code.number() }))),
+                Output::Report { connection, report } => {
+                    sent.push((connection, serde_json::json!({ "report": report })));
+                }
             }
         }
         sent
@@ -652,4 +655,57 @@ fn away_seats_together_hold_at_most_the_total_byte_bound() {
         .filter(|(_, message)| message["type"] == "bye")
         .count();
     assert!(byes >= 1, "the seat that went over the total bound ended");
+}
+
+#[test]
+fn call_reports_count_once_per_call_and_bad_ones_are_refused() {
+    let mut h = Harness::new();
+    let a = h.connect(1);
+    let b = h.connect(2);
+    let report = r#"{"type":"report","setup":{"outcome":"connected","ms":300,"path":{"local":"host","remote":"host","protocol":"udp"}}}"#;
+    h.text(a, report);
+    assert_eq!(
+        types(&h.sent_to(a)),
+        ["error"],
+        "not in a room: not_in_room"
+    );
+    h.join(a, "reports");
+    h.join(b, "reports");
+    h.drain();
+    h.text(a, report);
+    h.text(a, report);
+    let counted: Vec<_> = h
+        .drain()
+        .into_iter()
+        .filter(|(_, m)| m.get("report").is_some())
+        .collect();
+    assert_eq!(
+        counted.len(),
+        1,
+        "the second set-up of the same call is not counted"
+    );
+    assert_eq!(counted[0].1["report"]["setup"]["ms"], 300.0);
+    // The other leaves and someone new comes: a new call, reported afresh.
+    h.text(b, r#"{"type":"leave"}"#);
+    let c = h.connect(3);
+    h.join(c, "reports");
+    h.drain();
+    h.text(a, report);
+    assert_eq!(
+        h.drain()
+            .iter()
+            .filter(|(_, m)| m.get("report").is_some())
+            .count(),
+        1
+    );
+    // A report that breaks a rule is refused with bad_report, and counts nothing.
+    h.text(c, r#"{"type":"report","setup":{"outcome":"connected","ms":1e9,"path":{"local":"host","remote":"host","protocol":"udp"}}}"#);
+    let sent = h.drain();
+    assert!(sent.iter().all(|(_, m)| m.get("report").is_none()));
+    assert_eq!(
+        sent.iter()
+            .find(|(to, _)| *to == c)
+            .map(|(_, m)| m["code"].clone()),
+        Some(Value::from("bad_report"))
+    );
 }

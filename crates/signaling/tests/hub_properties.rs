@@ -8,11 +8,14 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use duet_signaling::{Config, ConnectionId, Disconnect, Hub, Output, ServerMessage};
 use proptest::prelude::*;
+
+/// A report with both parts, sent again and again: each part counts once per call.
+const REPORT: &str = r#"{"type":"report","setup":{"outcome":"connected","ms":350,"path":{"local":"host","remote":"host","protocol":"udp"}},"summary":{"durationSecs":12,"rttMs":{"p50":1,"p95":2}}}"#;
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -24,6 +27,7 @@ enum Step {
     },
     Leave(usize),
     Message(usize),
+    Report(usize),
     Garbage(usize, String),
     Disconnect(usize, bool),
     Advance(u16),
@@ -36,6 +40,7 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(who, room, resume_from)| Step::Join { who, room, resume_from }),
         1 => (0..8usize).prop_map(Step::Leave),
         3 => (0..8usize).prop_map(Step::Message),
+        2 => (0..8usize).prop_map(Step::Report),
         1 => (0..8usize, ".{0,20}").prop_map(|(who, text)| Step::Garbage(who, text)),
         2 => (0..8usize, any::<bool>()).prop_map(|(who, clean)| Step::Disconnect(who, clean)),
         2 => (0..40_000u16).prop_map(Step::Advance),
@@ -55,6 +60,9 @@ proptest! {
         let mut next = 0u64;
         let mut open: Vec<ConnectionId> = Vec::new();
         let mut gone: HashSet<ConnectionId> = HashSet::new();
+        // Reports counted per connection (set-ups, summaries), and the calls it could report.
+        let mut reports: HashMap<ConnectionId, (usize, usize)> = HashMap::new();
+        let mut calls: HashMap<ConnectionId, usize> = HashMap::new();
         // The last resume token each connection was given.
         let mut tokens: Vec<(ConnectionId, String)> = Vec::new();
 
@@ -88,6 +96,11 @@ proptest! {
                         hub.handle_text(connection, r#"{"type":"message","data":{"x":1}}"#, now);
                     }
                 }
+                Step::Report(who) => {
+                    if let Some(connection) = pick(&open, who) {
+                        hub.handle_text(connection, REPORT, now);
+                    }
+                }
                 Step::Garbage(who, text) => {
                     if let Some(connection) = pick(&open, who) {
                         hub.handle_text(connection, &text, now);
@@ -108,8 +121,21 @@ proptest! {
             }
             while let Some(output) = hub.poll_output() {
                 match output {
+                    Output::Report { connection, report } => {
+                        prop_assert!(!gone.contains(&connection), "a report of {connection:?}, which is gone");
+                        let counted = reports.entry(connection).or_insert((0, 0));
+                        counted.0 += usize::from(report.setup.is_some());
+                        counted.1 += usize::from(report.summary.is_some());
+                        let calls = calls.get(&connection).copied().unwrap_or(0);
+                        prop_assert!(counted.0 <= calls && counted.1 <= calls,
+                            "{connection:?} counted {counted:?} reports over {calls} calls");
+                    }
                     Output::Send { to, message } => {
                         prop_assert!(!gone.contains(&to), "sent {message:?} to {to:?}, which is gone");
+                        // Each seat or room mate of a connection may be a call to report once.
+                        if matches!(message, ServerMessage::Joined { .. } | ServerMessage::OtherJoined { .. }) {
+                            *calls.entry(to).or_insert(0) += 1;
+                        }
                         if let ServerMessage::Joined { resume, .. } = &message {
                             tokens.push((to, resume.to_string()));
                         }

@@ -5,6 +5,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use duet_signaling::report::{
+    CallReport, CandidateType, Outcome, Path, Percentiles, RelayTransport, Setup, Summary,
+    Transport,
+};
 use serde::Serialize;
 
 /// A media kind, as the report names it.
@@ -162,5 +166,71 @@ impl CallStats {
     #[must_use]
     pub fn any_media_received(&self) -> bool {
         self.received.audio.frames > 0 || self.received.video.frames > 0
+    }
+
+    /// The call report's set-up, once connected (docs/signaling-protocol.md,
+    /// "Call reports"). This peer speaks UDP only, to its relay too.
+    #[must_use]
+    pub fn setup_report(&self) -> Option<CallReport> {
+        let connected_at = self.connected_at?;
+        let kind = |name: Option<&str>| match name? {
+            "host" => Some(CandidateType::Host),
+            "srflx" => Some(CandidateType::Srflx),
+            "prflx" => Some(CandidateType::Prflx),
+            "relay" => Some(CandidateType::Relay),
+            _ => None,
+        };
+        let local = kind(self.local_candidate_type)?;
+        let remote = kind(self.remote_candidate_type)?;
+        let path = Path {
+            local,
+            remote,
+            protocol: Transport::Udp,
+            relay: (local == CandidateType::Relay).then_some(RelayTransport::Udp),
+        };
+        let setup = Setup {
+            outcome: Outcome::Connected,
+            millis: (connected_at - self.started_at).as_secs_f64() * 1000.0,
+            path: Some(path),
+            ice_state: None,
+            candidate_errors: 0,
+        };
+        Some(CallReport {
+            setup: Some(setup),
+            summary: None,
+        })
+    }
+
+    /// The call report's summary at `now`, once connected. This peer keeps
+    /// whole-call figures, not per-second samples: each is given as both its
+    /// p50 and its p95.
+    #[must_use]
+    pub fn summary_report(&self, now: Instant) -> Option<CallReport> {
+        let connected_at = self.connected_at?;
+        let seconds = now.saturating_duration_since(connected_at).as_secs_f64();
+        let both = |value: f64| Percentiles {
+            p50: value,
+            p95: value,
+        };
+        let kbps = |bytes: u64| both(bytes as f64 * 8.0 / seconds.max(1.0) / 1000.0);
+        let sent_packets = self.received.audio.sender_packets + self.received.video.sender_packets;
+        let lost = self.received.audio.packets_lost() + self.received.video.packets_lost();
+        let summary = Summary {
+            duration_secs: seconds,
+            rtt_ms: self.rtt.map(|rtt| both(rtt.as_secs_f64() * 1000.0)),
+            loss_percent: (sent_packets > 0)
+                .then(|| both((lost as f64 * 100.0 / sent_packets as f64).min(100.0))),
+            jitter_ms: None,
+            bitrate_in_kbps: Some(kbps(self.received.audio.bytes + self.received.video.bytes)),
+            bitrate_out_kbps: Some(kbps(self.sent.audio.bytes + self.sent.video.bytes)),
+            video_height: None,
+            freezes: 0,
+            ice_restarts: u32::try_from(self.negotiation.ice_restarts).unwrap_or(u32::MAX),
+        };
+        let report = CallReport {
+            setup: None,
+            summary: Some(summary),
+        };
+        report.check().is_ok().then_some(report)
     }
 }
