@@ -80,6 +80,8 @@ enum Operation {
     /// `message` whose data carries `size * 32` bytes of padding.
     Message { who: u8, size: u8 },
     Ping { who: u8 },
+    /// A call report whose set-up took `ms * 10` ms (over 600 s is refused).
+    Report { who: u8, ms: u16 },
     Binary { who: u8 },
     Activity { who: u8 },
     Disconnect { who: u8, lost: bool },
@@ -90,7 +92,7 @@ enum Operation {
 impl Operation {
     fn read(input: &mut Unstructured<'_>) -> Result<Self> {
         let kind: u8 = input.arbitrary()?;
-        Ok(match kind % 10 {
+        Ok(match kind % 11 {
             0 => Operation::Connect,
             1 => {
                 let who = input.arbitrary()?;
@@ -113,7 +115,8 @@ impl Operation {
                 let how: u8 = input.arbitrary()?;
                 Operation::Disconnect { who, lost: how & 1 == 1 }
             }
-            _ => Operation::Advance { ticks: input.arbitrary()? },
+            9 => Operation::Advance { ticks: input.arbitrary()? },
+            _ => Operation::Report { who: input.arbitrary()?, ms: input.arbitrary()? },
         })
     }
 }
@@ -188,6 +191,15 @@ impl Session {
                 self.text(who, &format!(r#"{{"type":"message","data":{{"pad":"{padding}"}}}}"#))
             }
             Operation::Ping { who } => self.text(who, r#"{"type":"ping"}"#),
+            Operation::Report { who, ms } => {
+                let ms = u32::from(ms) * 10;
+                self.text(
+                    who,
+                    &format!(
+                        r#"{{"type":"report","setup":{{"outcome":"connected","ms":{ms},"path":{{"local":"host","remote":"relay","protocol":"udp"}}}},"summary":{{"durationSecs":{ms}}}}}"#
+                    ),
+                )
+            }
             Operation::Binary { who } => {
                 let connection = self.pick(who);
                 if let Some(connection) = connection {
@@ -284,6 +296,11 @@ impl Session {
                 Output::Send { to, message } => {
                     assert!(self.live.contains(&to), "{message:?} sent to {to:?}, which is gone");
                     self.received(to, message, sender, sender_id);
+                }
+                Output::Report { connection, report } => {
+                    assert!(self.live.contains(&connection), "a report of {connection:?}, which is gone");
+                    assert!(self.seat_of.contains_key(&connection), "a report of {connection:?}, which has no seat");
+                    assert!(report.check().is_ok(), "a report out of bounds was counted: {report:?}");
                 }
                 Output::Close { connection, code, .. } => {
                     assert!(self.live.remove(&connection), "closed {connection:?}, which is gone");

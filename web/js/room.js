@@ -852,10 +852,12 @@ export class Room {
         setOverlay({
           title: 'Connecting…',
           text: slow
-            ? 'This is taking longer than usual. A firewall may block direct connections; a TURN relay on the server gets through them.'
+            ? 'This is taking longer than usual. A firewall may block the way between you; the connection check finds out what your network lets through.'
             : 'Setting up a private connection between the two of you.',
           visual: 'spin',
           icon: 'i-user',
+          // Opens in a new tab: the call keeps trying meanwhile.
+          actions: slow ? [{ label: 'Check my connection', style: 'secondary', run: () => window.open('/check', '_blank', 'noopener') }] : [],
         });
         break;
       }

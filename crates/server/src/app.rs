@@ -55,10 +55,17 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    // `/check` is the connection self-test page (check.html).
     let web = match &state.web_dir {
-        Some(dir) => Router::new().fallback_service(tower_http::services::ServeDir::new(dir)),
+        Some(dir) => Router::new()
+            .route_service(
+                "/check",
+                tower_http::services::ServeFile::new(dir.join("check.html")),
+            )
+            .fallback_service(tower_http::services::ServeDir::new(dir)),
         None => memory_serve::load!()
             .index_file(Some("/index.html"))
+            .add_alias("/check", "/check.html")
             .into_router(),
     };
     let socketio = crate::socketio::routes(Arc::clone(&state));
