@@ -38,6 +38,8 @@ pub struct AppState {
     pub draining: watch::Receiver<bool>,
     /// The embedded relay, which makes per-session TURN credentials.
     pub relay: Option<Arc<crate::turn::Relay>>,
+    /// Relays on other hosts, handed out instead of the embedded one (`--turn-server`).
+    pub relays: Option<Arc<crate::relays::RelayPool>>,
     /// `iceServers` from the configuration file, given to every client as well.
     pub extra_ice_servers: Vec<duet_signaling::IceServer>,
     /// The host for STUN/TURN URLs when none is configured: the first domain.
@@ -98,17 +100,19 @@ fn header_layer(
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        render_metrics(&state),
+    )
+        .into_response()
+}
+
+/// The metrics exposition, the relay's counters brought up to date.
+pub fn render_metrics(state: &AppState) -> String {
     if let Some(relay) = &state.relay {
         state.metrics.record_relay(&relay.stats());
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
+    state.metrics.encode()
 }
 
 async fn upgrade(
@@ -197,6 +201,12 @@ pub(crate) fn session_ice_servers(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Option<Arc<[duet_signaling::IceServer]>> {
+    if let Some(pool) = &state.relays {
+        let session: u64 = rand::random();
+        let mut servers = pool.ice_servers(&format!("{session:016x}"));
+        servers.extend(state.extra_ice_servers.iter().cloned());
+        return Some(Arc::from(servers));
+    }
     let relay = state.relay.as_ref()?;
     let request_host = headers
         .get(header::HOST)

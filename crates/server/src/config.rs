@@ -180,6 +180,9 @@ options! {
         value drain_timeout_secs: u64 = "30",
             flag "drain-timeout-secs", env "DUET_DRAIN_TIMEOUT_SECS", key "drain_timeout_secs", name "SECS", hide false,
             help "On SIGTERM, seconds relayed calls may go on before the server stops (it stops sooner when none is left)";
+        optional metrics_listen: SocketAddr = _,
+            flag "metrics-listen", env "DUET_METRICS_LISTEN", key "metrics_listen", name "ADDR", hide false,
+            help "Also serve /metrics (and /healthz) over plain HTTP on this address, e.g. an internal 10.0.0.5:9478 for Prometheus and for `duet serve --turn-server …@URL`";
     }
 }
 
@@ -219,6 +222,9 @@ options! {
         optional web_dir: PathBuf = _,
             flag "web-dir", env "DUET_WEB_DIR", key "web_dir", name "DIR", hide false,
             help "Serve the web client from this directory instead of the copy built into the binary";
+        list turn_servers: String = _,
+            flag "turn-server", env "DUET_TURN_SERVER", key "turn_servers", name "HOST:PORT[@METRICS_URL]", hide false,
+            help "A relay on another host (`duet turn` with the same --turn-secret) to hand out to callers instead of the embedded one; repeat for several. With @http://HOST:PORT/metrics (its --metrics-listen) each call gets the relay with the fewest allocations";
         list allowed_origins: String = _,
             flag "allowed-origin", env "DUET_ALLOWED_ORIGIN", key "allowed_origins", name "ORIGIN", hide false,
             help "Another origin allowed to open the signaling WebSocket, e.g. https://app.example.org";
@@ -557,6 +563,10 @@ pub struct ServeConfig {
     pub signaling: duet_signaling::Config,
     /// The embedded relay; `None` when it is off.
     pub turn: Option<TurnSettings>,
+    /// Relays on other hosts handed out instead of the embedded one (`--turn-server`).
+    pub external_relays: Option<crate::relays::PoolConfig>,
+    /// Where /metrics is also served over plain HTTP.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeConfig {
@@ -601,7 +611,18 @@ impl ServeConfig {
             *origin = normalize_origin(origin)
                 .with_context(|| format!("`{origin}` is not an origin like https://host:port"))?;
         }
+        let shared_secret = args
+            .turn
+            .turn_secret
+            .clone()
+            .or(file.turn.turn_secret.clone());
         let turn = TurnSettings::merge(args.turn, file.turn)?;
+        let external_relays = crate::relays::PoolConfig::parse(
+            &values.turn_servers,
+            shared_secret,
+            turn.as_ref()
+                .map_or(Duration::from_secs(86_400), |turn| turn.credential_ttl),
+        )?;
         if values.turns_listen.is_some() && turn.is_none() {
             bail!("--turns-listen serves the relay, which is turned off (--no-turn)");
         }
@@ -620,6 +641,8 @@ impl ServeConfig {
             drain_timeout: Duration::from_secs(state.drain_timeout_secs),
             log: state.log,
             turn,
+            external_relays,
+            metrics_listen: state.metrics_listen,
             signaling: duet_signaling::Config {
                 silence_timeout: Duration::from_secs(values.silence_timeout_secs),
                 resume_grace: Duration::from_secs(values.resume_grace_secs),
@@ -645,6 +668,8 @@ pub struct RelayConfig {
     /// How long a drain (SIGTERM) waits for relayed calls to end.
     pub drain_timeout: Duration,
     pub turn: TurnSettings,
+    /// Where /metrics is served over plain HTTP, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl RelayConfig {
@@ -661,6 +686,7 @@ impl RelayConfig {
             log: state.log,
             drain_timeout: Duration::from_secs(state.drain_timeout_secs),
             turn,
+            metrics_listen: state.metrics_listen,
         })
     }
 }

@@ -12,6 +12,7 @@ pub mod front;
 pub mod limits;
 pub mod metrics;
 pub mod outbox;
+pub mod relays;
 pub mod server;
 pub mod signaling;
 pub mod socketio;

@@ -52,9 +52,25 @@ fn relay_only(config: RelayConfig) -> anyhow::Result<()> {
         let mut interrupt = signal(SignalKind::interrupt())?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
-        let relay =
-            duet_server::turn::Relay::start(config.turn, &config.data_dir, stopped, &mut tasks)
-                .await?;
+        let relay = std::sync::Arc::new(
+            duet_server::turn::Relay::start(config.turn, &config.data_dir, stopped.clone(), &mut tasks)
+                .await?,
+        );
+        if let Some(address) = config.metrics_listen {
+            // The relay's counters over plain HTTP, for Prometheus and for the
+            // `duet serve --turn-server …@URL` that picks the least loaded relay.
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|error| anyhow::anyhow!("cannot listen for metrics on {address}: {error}"))?;
+            let metrics = duet_server::metrics::Metrics::new();
+            let counted = std::sync::Arc::clone(&relay);
+            let render: std::sync::Arc<dyn Fn() -> String + Send + Sync> =
+                std::sync::Arc::new(move || {
+                    metrics.record_relay(&counted.stats());
+                    metrics.encode()
+                });
+            tasks.spawn(duet_server::metrics::serve_plain(listener, render, stopped));
+        }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "Duet relay is running");
         let _ = writeln!(
@@ -62,6 +78,9 @@ fn relay_only(config: RelayConfig) -> anyhow::Result<()> {
             "  STUN/TURN on udp://{0} and tcp://{0}",
             relay.udp_addr
         );
+        if let Some(address) = config.metrics_listen {
+            let _ = writeln!(out, "  metrics on http://{address}/metrics");
+        }
         let _ = writeln!(
             out,
             "  TURN REST secret in {}",

@@ -239,6 +239,34 @@ impl Metrics {
     }
 }
 
+/// Serves `render()` at `/metrics` and `ok` at `/healthz` over plain HTTP
+/// (`--metrics-listen`, an internal address) until `shutdown` turns true.
+pub async fn serve_plain(
+    listener: tokio::net::TcpListener,
+    render: std::sync::Arc<dyn Fn() -> String + Send + Sync>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use axum::routing::get;
+    let metrics = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let render = std::sync::Arc::clone(&render);
+                async move { ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], render()) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }));
+    axum::serve(listener, metrics)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stopping| *stopping).await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// The content type of the exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()

@@ -65,6 +65,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let https_listener = bind(config.listen)?;
     let http_listener = config.http_listen.map(bind).transpose()?;
     let turns_listener = config.turns_listen.map(bind).transpose()?;
+    let metrics_listener = match config.metrics_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {address}"))?,
+        ),
+        None => None,
+    };
     let https_addr = https_listener.local_addr()?;
     let turns_addr = match &turns_listener {
         Some(listener) => Some(listener.local_addr()?),
@@ -122,10 +130,34 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         shutdown: shutdown_receiver.clone(),
         draining: draining_receiver.clone(),
         relay,
+        relays: config
+            .external_relays
+            .clone()
+            .map(crate::relays::RelayPool::new),
         extra_ice_servers: config.signaling.ice_servers.clone(),
         default_host: config.domains.first().cloned(),
     });
     let relay = state.relay.clone();
+
+    if let Some(pool) = &state.relays {
+        let pool = Arc::clone(pool);
+        let shutdown = shutdown_receiver.clone();
+        tasks.spawn(async move {
+            pool.poll(shutdown).await;
+            Ok(())
+        });
+    }
+    if let Some(listener) = metrics_listener {
+        let render_state = Arc::clone(&state);
+        let render: Arc<dyn Fn() -> String + Send + Sync> =
+            Arc::new(move || crate::app::render_metrics(&render_state));
+        let shutdown = shutdown_receiver.clone();
+        tasks.spawn(async move {
+            crate::metrics::serve_plain(listener, render, shutdown)
+                .await
+                .context("the metrics listener failed")
+        });
+    }
 
     tasks.spawn({
         let signaling = Arc::clone(&signaling);
