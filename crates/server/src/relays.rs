@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use duet_signaling::IceServer;
@@ -162,29 +162,17 @@ impl RelayPool {
         let Some(relay) = self.config.relays.get(index) else {
             return Vec::new();
         };
-        let expiry = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_secs())
-            .unwrap_or(0)
-            + self.config.credential_ttl.as_secs();
-        let (username, credential) =
-            duet_turn::rest_credentials(&self.config.secret, session, expiry);
         let (host, port) = (&relay.host, relay.port);
-        vec![
-            IceServer {
-                urls: vec![format!("stun:{host}:{port}")],
-                username: None,
-                credential: None,
-            },
-            IceServer {
-                urls: vec![
-                    format!("turn:{host}:{port}?transport=udp"),
-                    format!("turn:{host}:{port}?transport=tcp"),
-                ],
-                username: Some(username),
-                credential: Some(credential),
-            },
-        ]
+        crate::turn::session_ice_servers(
+            format!("stun:{host}:{port}"),
+            vec![
+                format!("turn:{host}:{port}?transport=udp"),
+                format!("turn:{host}:{port}?transport=tcp"),
+            ],
+            &self.config.secret,
+            session,
+            self.config.credential_ttl,
+        )
     }
 
     /// Reads every relay's metrics each second until `shutdown`.

@@ -183,12 +183,6 @@ impl Relay {
             host.to_owned()
         };
         let port = self.udp_addr.port();
-        let expiry = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_secs())
-            .unwrap_or(0)
-            + self.settings.credential_ttl.as_secs();
-        let (username, credential) = duet_turn::rest_credentials(&self.secret, session, expiry);
         let mut turn_urls = vec![format!("turn:{host}:{port}?transport=udp")];
         match self.streams.https {
             Some(https) => {
@@ -199,18 +193,9 @@ impl Relay {
             }
             None => turn_urls.push(format!("turn:{host}:{port}?transport=tcp")),
         }
-        vec![
-            IceServer {
-                urls: vec![format!("stun:{host}:{port}")],
-                username: None,
-                credential: None,
-            },
-            IceServer {
-                urls: turn_urls,
-                username: Some(username),
-                credential: Some(credential),
-            },
-        ]
+        let stun = format!("stun:{host}:{port}");
+        let ttl = self.settings.credential_ttl;
+        session_ice_servers(stun, turn_urls, &self.secret, session, ttl)
     }
 
     /// The host name configured for clients, if any (public host, else external IP).
@@ -552,6 +537,35 @@ fn bind_error(address: SocketAddr, protocol: &str, error: std::io::Error) -> any
         _ => error.to_string(),
     };
     anyhow::anyhow!("cannot listen for TURN on {address} ({protocol}): {why}")
+}
+
+/// One session's `iceServers`: a STUN entry, and TURN `turn_urls` with
+/// credentials for `session` made with `secret` (the TURN REST scheme), valid `ttl`.
+pub fn session_ice_servers(
+    stun: String,
+    turn_urls: Vec<String>,
+    secret: &str,
+    session: &str,
+    ttl: std::time::Duration,
+) -> Vec<IceServer> {
+    let expiry = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
+        + ttl.as_secs();
+    let (username, credential) = duet_turn::rest_credentials(secret, session, expiry);
+    vec![
+        IceServer {
+            urls: vec![stun],
+            username: None,
+            credential: None,
+        },
+        IceServer {
+            urls: turn_urls,
+            username: Some(username),
+            credential: Some(credential),
+        },
+    ]
 }
 
 /// The TURN REST secret kept in the data directory, made on first run.
