@@ -335,24 +335,29 @@ async fn run_udp(shared: Arc<Shared>, local: SocketAddr) -> anyhow::Result<()> {
     let mut scratch = vec![0u8; HEADROOM + DATAGRAM_MAX + TAILROOM];
     let mut shutdown = shared.shutdown.clone();
     loop {
-        let (len, client) = tokio::select! {
-            received = shared.udp.recv_from(&mut buffer) => match received {
+        tokio::select! {
+            ready = shared.udp.readable() => if ready.is_err() { continue },
+            _ = shutdown.changed() => return Ok(()),
+        }
+        // What is waiting, up to a batch: one wake-up for many datagrams under load.
+        for _ in 0..RELAY_BATCH {
+            let (len, client) = match shared.udp.try_recv_from(&mut buffer) {
                 Ok(received) => received,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
                 // ICMP errors surface as recv errors on some systems; keep serving.
                 Err(_) => continue,
-            },
-            _ = shutdown.changed() => return Ok(()),
-        };
-        let Some(packet) = buffer.get(..len) else {
-            continue;
-        };
-        let from = FiveTuple {
-            transport: Transport::Udp,
-            client,
-            server: local,
-        };
-        tracing::trace!(%client, len, "TURN datagram from client");
-        relay_client_message(&shared, from, packet, &mut scratch);
+            };
+            let Some(packet) = buffer.get(..len) else {
+                continue;
+            };
+            let from = FiveTuple {
+                transport: Transport::Udp,
+                client,
+                server: local,
+            };
+            tracing::trace!(%client, len, "TURN datagram from client");
+            relay_client_message(&shared, from, packet, &mut scratch);
+        }
     }
 }
 
