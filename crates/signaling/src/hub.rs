@@ -590,17 +590,26 @@ impl Hub {
         self.send(connection, ServerMessage::Leaved { room });
     }
 
-    fn relay(&mut self, connection: ConnectionId, data: Box<serde_json::value::RawValue>) {
+    /// The seat `connection` holds; without one it is told `not_in_room`, saying `why`.
+    fn seat_or_refuse(
+        &mut self,
+        connection: ConnectionId,
+        why: &str,
+    ) -> Option<(RoomName, PeerId)> {
         let seat = self
             .sessions
             .get(&connection)
             .and_then(|session| session.seat.clone());
-        let Some((room_name, from)) = seat else {
-            self.send_error(
-                connection,
-                ErrorCode::NotInRoom,
-                "join a room before sending messages".to_owned(),
-            );
+        if seat.is_none() {
+            self.send_error(connection, ErrorCode::NotInRoom, why.to_owned());
+        }
+        seat
+    }
+
+    fn relay(&mut self, connection: ConnectionId, data: Box<serde_json::value::RawValue>) {
+        let Some((room_name, from)) =
+            self.seat_or_refuse(connection, "join a room before sending messages")
+        else {
             return;
         };
         let other = self
@@ -657,16 +666,9 @@ impl Hub {
     /// Passes on the parts of a report this seat has not sent before; a
     /// member may report what it likes, but only once per call.
     fn report(&mut self, connection: ConnectionId, mut report: CallReport) {
-        let seat = self
-            .sessions
-            .get(&connection)
-            .and_then(|session| session.seat.clone());
-        let Some((room, id)) = seat else {
-            self.send_error(
-                connection,
-                ErrorCode::NotInRoom,
-                "a report is about a call: join a room first".to_owned(),
-            );
+        let Some((room, id)) =
+            self.seat_or_refuse(connection, "a report is about a call: join a room first")
+        else {
             return;
         };
         let Some(seat) = self
