@@ -369,9 +369,25 @@ fn forget_dialect(inner: &mut Inner, connection: ConnectionId) {
 /// A hub message as `to` reads it: in its dialect (`None`: nothing to send
 /// it), with the descriptions and candidates of other dialects in its form. A
 /// socket.io client gets a JSON array of events (`[[event, args…], …]`).
+/// Between two of Duet's own clients the message goes out as it is (no
+/// lookup, no parse of `data`): only other dialects need the translation.
 fn render(inner: &mut Inner, to: ConnectionId, message: &ServerMessage) -> Option<String> {
-    let seat = inner.hub.seat_of(to);
-    let room = seat.as_ref().map(|(room, _, _)| room);
+    let legacy = matches!(
+        inner.dialects.get(&to),
+        Some(Dialect::Cmd { .. } | Dialect::SocketIo { .. })
+    );
+    if !legacy {
+        if let ServerMessage::Message { from, data } = message
+            && inner.names.contains_key(from)
+            && let std::borrow::Cow::Owned(translated) = signal::to_form(data.get(), Form::Duet)
+            && let Ok(data) = RawValue::from_string(translated)
+        {
+            return Some(ServerMessage::Message { from: *from, data }.to_json());
+        }
+        return Some(message.to_json());
+    }
+    let room = inner.hub.seat_of(to).map(|(room, _, _)| room);
+    let room = room.as_ref();
     match inner.dialects.get_mut(&to) {
         Some(Dialect::Cmd { client, id }) => {
             if let ServerMessage::Joined { id: own, .. } = message {
@@ -405,15 +421,8 @@ fn render(inner: &mut Inner, to: ConnectionId, message: &ServerMessage) -> Optio
             let events = client.translate_out(message, &view);
             (!events.is_empty()).then(|| serde_json::Value::Array(events).to_string())
         }
-        _ => {
-            if let ServerMessage::Message { from, data } = message
-                && let std::borrow::Cow::Owned(translated) = signal::to_form(data.get(), Form::Duet)
-                && let Ok(data) = RawValue::from_string(translated)
-            {
-                return Some(ServerMessage::Message { from: *from, data }.to_json());
-            }
-            Some(message.to_json())
-        }
+        // Rendered above.
+        None | Some(Dialect::Duet) => None,
     }
 }
 
