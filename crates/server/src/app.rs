@@ -204,24 +204,23 @@ pub(crate) fn session_ice_servers(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Option<Arc<[duet_signaling::IceServer]>> {
-    if let Some(pool) = &state.relays {
-        let session: u64 = rand::random();
-        let mut servers = pool.ice_servers(&format!("{session:016x}"));
-        servers.extend(state.extra_ice_servers.iter().cloned());
-        return Some(Arc::from(servers));
-    }
-    let relay = state.relay.as_ref()?;
-    let request_host = headers
-        .get(header::HOST)
-        .and_then(|host| host.to_str().ok())
-        .and_then(|host| host.parse::<axum::http::uri::Authority>().ok())
-        .map(|authority| authority.host().trim_matches(['[', ']']).to_owned());
-    let host = relay
-        .configured_host()
-        .or_else(|| state.default_host.clone())
-        .or(request_host)?;
-    let session: u64 = rand::random();
-    let mut servers = relay.ice_servers(&host, &format!("{session:016x}"));
+    let session = format!("{:016x}", rand::random::<u64>());
+    let mut servers = match (&state.relays, &state.relay) {
+        (Some(pool), _) => pool.ice_servers(&session),
+        (None, Some(relay)) => {
+            let request_host = headers
+                .get(header::HOST)
+                .and_then(|host| host.to_str().ok())
+                .and_then(|host| host.parse::<axum::http::uri::Authority>().ok())
+                .map(|authority| authority.host().trim_matches(['[', ']']).to_owned());
+            let host = relay
+                .configured_host()
+                .or_else(|| state.default_host.clone())
+                .or(request_host)?;
+            relay.ice_servers(&host, &session)
+        }
+        (None, None) => return None,
+    };
     servers.extend(state.extra_ice_servers.iter().cloned());
     Some(Arc::from(servers))
 }
