@@ -225,6 +225,9 @@ options! {
         list turn_servers: String = _,
             flag "turn-server", env "DUET_TURN_SERVER", key "turn_servers", name "HOST:PORT[@METRICS_URL]", hide false,
             help "A relay on another host (`duet turn` with the same --turn-secret) to hand out to callers instead of the embedded one; repeat for several. With @http://HOST:PORT/metrics (its --metrics-listen) each call gets the relay with the fewest allocations";
+        optional redis: String = _,
+            flag "redis", env "DUET_REDIS", key "redis", name "URL", hide false,
+            help "Run as one node of a cluster sharing rooms through this Redis (or Valkey), e.g. redis://10.0.0.9:6379/0, rediss://user:password@host:6380 for TLS; members of one room may then be connected to different nodes";
         list allowed_origins: String = _,
             flag "allowed-origin", env "DUET_ALLOWED_ORIGIN", key "allowed_origins", name "ORIGIN", hide false,
             help "Another origin allowed to open the signaling WebSocket, e.g. https://app.example.org";
@@ -567,6 +570,8 @@ pub struct ServeConfig {
     pub external_relays: Option<crate::relays::PoolConfig>,
     /// Where /metrics is also served over plain HTTP.
     pub metrics_listen: Option<SocketAddr>,
+    /// The Redis of a cluster of nodes (`--redis`).
+    pub redis: Option<String>,
 }
 
 impl ServeConfig {
@@ -643,6 +648,7 @@ impl ServeConfig {
             turn,
             external_relays,
             metrics_listen: state.metrics_listen,
+            redis: values.redis,
             signaling: duet_signaling::Config {
                 silence_timeout: Duration::from_secs(values.silence_timeout_secs),
                 resume_grace: Duration::from_secs(values.resume_grace_secs),

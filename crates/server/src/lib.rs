@@ -7,6 +7,7 @@
 pub mod acme;
 pub mod app;
 pub mod call_metrics;
+pub mod cluster;
 pub mod config;
 pub mod front;
 pub mod limits;

@@ -46,6 +46,17 @@ pub struct Metrics {
     pub turn_quota_refusals: Gauge,
     /// Call quality, from the reports of the clients.
     pub calls: CallMetrics,
+    /// Commands sent to Redis (a cluster), by kind.
+    pub redis_commands: Family<OpLabel, Counter>,
+    /// Commands to Redis that failed or timed out.
+    pub redis_errors: Counter,
+    /// Writes and messages dropped because too many were waiting for Redis.
+    pub redis_dropped: Counter,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    pub op: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -119,6 +130,24 @@ impl Metrics {
             "Time from receiving a join to queueing its answer",
             join_latency.clone(),
         );
+        let redis_commands = Family::<OpLabel, Counter>::default();
+        let redis_errors = Counter::default();
+        let redis_dropped = Counter::default();
+        registry.register(
+            "cluster_redis_commands",
+            "Commands sent to Redis by this node of a cluster, by kind (publish: a message to another node)",
+            redis_commands.clone(),
+        );
+        registry.register(
+            "cluster_redis_errors",
+            "Commands to Redis that failed or timed out",
+            redis_errors.clone(),
+        );
+        registry.register(
+            "cluster_redis_dropped",
+            "Writes and messages to other nodes dropped because too many were waiting for Redis",
+            redis_dropped.clone(),
+        );
         let turn_allocations = Gauge::default();
         let turn_allocations_total = Gauge::default();
         let turn_packets = Family::<DirectionLabel, Gauge>::default();
@@ -164,6 +193,9 @@ impl Metrics {
         let calls = CallMetrics::register(&mut registry);
         Self {
             calls,
+            redis_commands,
+            redis_errors,
+            redis_dropped,
             registry,
             turn_allocations,
             turn_allocations_total,
@@ -220,6 +252,10 @@ impl Metrics {
                 code: code.to_owned(),
             })
             .inc();
+    }
+
+    pub fn redis_command(&self, op: &'static str) {
+        self.redis_commands.get_or_create(&OpLabel { op }).inc();
     }
 
     pub fn close(&self, code: u16) {

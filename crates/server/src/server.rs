@@ -167,6 +167,17 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             Ok(())
         }
     });
+    if let Some(url) = &config.redis {
+        let (link, pending) =
+            crate::cluster::Link::connect(url, Arc::clone(&state.metrics)).await?;
+        signaling.join_cluster(Arc::clone(&link));
+        let signaling = Arc::clone(&signaling);
+        let shutdown = shutdown_receiver.clone();
+        tasks.spawn(async move {
+            link.run(pending, signaling, shutdown).await;
+            Ok(())
+        });
+    }
 
     if let Some(acme) = identity.acme.take() {
         let trusted = Arc::clone(&identity.trusted);
@@ -259,6 +270,13 @@ impl RunningServer {
         if let Some(relay) = &self.state.relay {
             relay.stop_allocating();
         }
+        // In a cluster, the rooms this node holds go to other nodes once its
+        // own members have been told to reconnect (their seats wait for them).
+        let until = started + Duration::from_secs(2);
+        while self.state.limits.total() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        self.state.signaling.release_all();
         let relay = self.state.relay.clone();
         let busy = || {
             let allocations = relay.as_ref().map_or(0, |relay| relay.stats().allocations);

@@ -115,25 +115,35 @@ fn on_connect(socket: SocketRef, state: Arc<AppState>) {
     socket.on(events::JOIN, {
         let signaling = Arc::clone(&signaling);
         move |TryData(room): TryData<Value>| async move {
-            signaling.socketio_event(connection, Event::Join(room.ok()));
+            if let Some(route) = signaling.socketio_event(connection, Event::Join(room.ok())) {
+                signaling.route(connection, route).await;
+            }
         }
     });
     socket.on(events::LEAVE, {
         let signaling = Arc::clone(&signaling);
         move |TryData(room): TryData<Value>| async move {
-            signaling.socketio_event(connection, Event::Leave(room.ok()));
+            if let Some(route) = signaling.socketio_event(connection, Event::Leave(room.ok())) {
+                signaling.route(connection, route).await;
+            }
         }
     });
     socket.on(events::MESSAGE, {
         let signaling = Arc::clone(&signaling);
         move |TryData(arguments): TryData<(Value, Value)>| async move {
-            signaling.socketio_event(connection, Event::Message(arguments.ok()));
+            if let Some(route) =
+                signaling.socketio_event(connection, Event::Message(arguments.ok()))
+            {
+                signaling.route(connection, route).await;
+            }
         }
     });
     socket.on_fallback({
         let signaling = Arc::clone(&signaling);
         move |EventName(name): EventName| async move {
-            signaling.socketio_event(connection, Event::Other(name));
+            if let Some(route) = signaling.socketio_event(connection, Event::Other(name)) {
+                signaling.route(connection, route).await;
+            }
         }
     });
     socket.on_disconnect({

@@ -17,7 +17,7 @@ use tokio::time::{MissedTickBehavior, timeout};
 
 use crate::limits::Permit;
 use crate::outbox::Outbound;
-use crate::signaling::Signaling;
+use crate::signaling::{Route, Signaling};
 
 /// Longest a single write may take before the connection is given up.
 const WRITE_DEADLINE: Duration = Duration::from_secs(10);
@@ -69,11 +69,13 @@ pub async fn run(
                 Some(Outbound::Close(code, reason)) => break Ending::Close(code, reason),
                 None => break Ending::Close(CloseCode::SlowReader.number(), "reading too slowly"),
             },
-            frame = socket.recv() => {
-                if let Some(ending) = on_frame(&signaling, connection, frame) {
-                    break ending;
-                }
-            }
+            frame = socket.recv() => match on_frame(&signaling, connection, frame) {
+                Next::Read => {}
+                // A `join` of a room another node may hold (a cluster): the
+                // next frame waits until it is passed on.
+                Next::Route(route) => signaling.route(connection, route).await,
+                Next::End(ending) => break ending,
+            },
             _ = ping.tick() => {
                 if !write(&mut socket, Message::Ping(Default::default())).await {
                     signaling.disconnect(connection, Disconnect::Lost);
@@ -93,24 +95,33 @@ pub async fn run(
     drop(permit);
 }
 
-/// Feeds one read result to the hub. `Some` ends the connection.
+/// What to do after a read.
+enum Next {
+    Read,
+    Route(Route),
+    End(Ending),
+}
+
+/// Feeds one read result to the hub.
 fn on_frame(
     signaling: &Signaling,
     connection: ConnectionId,
     frame: Option<Result<Message, axum::Error>>,
-) -> Option<Ending> {
-    match frame {
+) -> Next {
+    Next::End(match frame {
         Some(Ok(Message::Text(text))) => {
-            signaling.text(connection, text.as_str());
-            None
+            return match signaling.text(connection, text.as_str()) {
+                Some(route) => Next::Route(route),
+                None => Next::Read,
+            };
         }
         Some(Ok(Message::Binary(_))) => {
             signaling.binary(connection);
-            None
+            return Next::Read;
         }
         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
             signaling.activity(connection);
-            None
+            return Next::Read;
         }
         Some(Ok(Message::Close(frame))) => {
             let reconnecting =
@@ -121,18 +132,18 @@ fn on_frame(
                 Disconnect::Closed
             };
             signaling.disconnect(connection, how);
-            Some(Ending::Done)
+            Ending::Done
         }
         Some(Err(error)) => {
             let (how, ending) = classify(error);
             signaling.disconnect(connection, how);
-            Some(ending)
+            ending
         }
         None => {
             signaling.disconnect(connection, Disconnect::Lost);
-            Some(Ending::Done)
+            Ending::Done
         }
-    }
+    })
 }
 
 /// A read error: a broken network keeps the seat for a resume; a broken rule does not.

@@ -6,7 +6,7 @@
 //! must not do IO and must not read the clock: inputs carry `now`, results are
 //! queued as [`Output`]s.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -180,6 +180,34 @@ pub struct Hub {
     outputs: VecDeque<Output>,
     rng: StdRng,
     stats: Stats,
+    /// Rooms whose seats changed since [`Hub::take_changed_rooms`], when tracked.
+    changed: Option<HashSet<RoomName>>,
+}
+
+/// A room as another hub needs it to carry on (see [`Hub::export_room`]).
+#[derive(Debug, Clone)]
+pub struct RoomSnapshot {
+    pub seats: Vec<SeatSnapshot>,
+}
+
+/// One seat of a [`RoomSnapshot`].
+#[derive(Debug, Clone)]
+pub struct SeatSnapshot {
+    pub id: PeerId,
+    pub token: ResumeToken,
+    pub state: SeatState,
+}
+
+/// Where a seat's member is, in a [`RoomSnapshot`].
+#[derive(Debug, Clone)]
+pub enum SeatState {
+    /// On this connection (numbered by the hub that holds the snapshot).
+    Connected(ConnectionId),
+    /// Away: waits this much longer for a resume, with these messages queued for it.
+    Away {
+        left: Duration,
+        queue: Vec<ServerMessage>,
+    },
 }
 
 impl Hub {
@@ -196,6 +224,170 @@ impl Hub {
             outputs: VecDeque::new(),
             rng: StdRng::from_seed(seed),
             stats: Stats::default(),
+            changed: None,
+        }
+    }
+
+    /// From now on, remembers which rooms' seats change (a member seated,
+    /// gone, away or back), for [`Hub::take_changed_rooms`].
+    pub fn track_room_changes(&mut self) {
+        self.changed.get_or_insert_with(HashSet::new);
+    }
+
+    /// The rooms whose seats changed since the last call (or since tracking began).
+    pub fn take_changed_rooms(&mut self) -> Vec<RoomName> {
+        self.changed
+            .as_mut()
+            .map(|changed| changed.drain().collect())
+            .unwrap_or_default()
+    }
+
+    /// True if this hub holds the room.
+    pub fn has_room(&self, room: &RoomName) -> bool {
+        self.rooms.contains_key(room)
+    }
+
+    /// Every room this hub holds.
+    pub fn room_names(&self) -> impl Iterator<Item = &RoomName> {
+        self.rooms.keys()
+    }
+
+    /// The `iceServers` a connection was given, if its own.
+    pub fn ice_servers_of(&self, connection: ConnectionId) -> Option<Arc<[IceServer]>> {
+        self.sessions.get(&connection)?.ice_servers.clone()
+    }
+
+    /// Refuses a connection's `join` with an error of the protocol, for a
+    /// refusal decided outside the hub (a room store that cannot be reached).
+    /// The connection did ask to join: its join deadline is met.
+    pub fn refuse_join(&mut self, connection: ConnectionId, code: ErrorCode, message: String) {
+        if let Some(session) = self.sessions.get_mut(&connection) {
+            session.asked_to_join = true;
+            self.send_error(connection, code, message);
+        }
+    }
+
+    /// A copy of a room's seats, for another hub to take over with [`Hub::import_room`].
+    pub fn export_room(&self, room: &RoomName, now: Instant) -> Option<RoomSnapshot> {
+        let room = self.rooms.get(room)?;
+        let seats = room
+            .seats
+            .iter()
+            .map(|seat| SeatSnapshot {
+                id: seat.id,
+                token: seat.token,
+                state: match &seat.attachment {
+                    Attachment::Connected(connection) => SeatState::Connected(*connection),
+                    Attachment::Away { until, queue, .. } => SeatState::Away {
+                        left: until.saturating_duration_since(now),
+                        queue: queue.iter().cloned().collect(),
+                    },
+                },
+            })
+            .collect();
+        Some(RoomSnapshot { seats })
+    }
+
+    /// Takes over a room another hub held. A seat whose connection is one of
+    /// this hub's (and in no room) is seated on it; any other seat is away for
+    /// what is left of its grace. Nobody is told anything. False if this hub
+    /// already holds the room, or holds as many as it may.
+    pub fn import_room(&mut self, name: RoomName, snapshot: RoomSnapshot, now: Instant) -> bool {
+        if self.rooms.contains_key(&name) || self.rooms.len() >= self.config.max_rooms {
+            return false;
+        }
+        let mut seats: Vec<Seat> = Vec::with_capacity(ROOM_CAPACITY);
+        for seat in snapshot.seats {
+            if seats.len() >= ROOM_CAPACITY || seats.iter().any(|other| other.id == seat.id) {
+                continue;
+            }
+            let free = |connection: &ConnectionId| {
+                self.sessions
+                    .get(connection)
+                    .is_some_and(|session| session.seat.is_none())
+            };
+            let attachment = match seat.state {
+                SeatState::Connected(connection) if free(&connection) => {
+                    if let Some(session) = self.sessions.get_mut(&connection) {
+                        session.seat = Some((name.clone(), seat.id));
+                        session.asked_to_join = true;
+                    }
+                    Attachment::Connected(connection)
+                }
+                state => {
+                    let (left, queue) = match state {
+                        SeatState::Away { left, queue } => {
+                            (left.min(self.config.resume_grace), queue)
+                        }
+                        SeatState::Connected(_) => (self.config.resume_grace, Vec::new()),
+                    };
+                    let until = now + left;
+                    self.timers
+                        .schedule(until, Timer::Grace(name.clone(), seat.id));
+                    self.stats.away_seats += 1;
+                    let mut queued_bytes = 0;
+                    let mut kept = VecDeque::new();
+                    for message in queue {
+                        let weight = message.weight();
+                        if kept.len() >= self.config.resume_queue_messages
+                            || queued_bytes + weight > self.config.resume_queue_bytes
+                            || self.stats.away_bytes + weight > self.config.away_total_bytes
+                        {
+                            break;
+                        }
+                        queued_bytes += weight;
+                        self.stats.away_bytes += weight;
+                        kept.push_back(message);
+                    }
+                    Attachment::Away {
+                        until,
+                        queue: kept,
+                        queued_bytes,
+                    }
+                }
+            };
+            seats.push(Seat {
+                id: seat.id,
+                token: seat.token,
+                attachment,
+                reported: Reported::default(),
+            });
+        }
+        if seats.is_empty() {
+            return false;
+        }
+        self.rooms.insert(name.clone(), Room { seats });
+        self.mark_changed(&name);
+        true
+    }
+
+    /// Drops a room without telling anyone (another hub carries it on).
+    /// Returns the connections that sat in it; they are in no room now.
+    pub fn forget_room(&mut self, name: &RoomName) -> Vec<ConnectionId> {
+        let Some(room) = self.rooms.remove(name) else {
+            return Vec::new();
+        };
+        let mut connections = Vec::new();
+        for seat in room.seats {
+            match seat.attachment {
+                Attachment::Connected(connection) => {
+                    if let Some(session) = self.sessions.get_mut(&connection) {
+                        session.seat = None;
+                    }
+                    connections.push(connection);
+                }
+                Attachment::Away { queued_bytes, .. } => {
+                    self.stats.away_seats = self.stats.away_seats.saturating_sub(1);
+                    self.stats.away_bytes = self.stats.away_bytes.saturating_sub(queued_bytes);
+                }
+            }
+        }
+        connections
+    }
+
+    fn mark_changed(&mut self, room: &RoomName) {
+        if let Some(changed) = self.changed.as_mut() {
+            changed.insert(room.clone());
         }
     }
 
@@ -508,6 +700,7 @@ impl Hub {
         if let Some(session) = self.sessions.get_mut(&connection) {
             session.seat = Some((room_name.clone(), id));
         }
+        self.mark_changed(room_name);
         self.stats.resumes += 1;
         self.send_joined(connection, room_name, id, new_token);
         for message in pending {
@@ -571,6 +764,7 @@ impl Hub {
         if let Some(session) = self.sessions.get_mut(&connection) {
             session.seat = Some((room_name.clone(), id));
         }
+        self.mark_changed(&room_name);
         self.send_joined(connection, &room_name, id, token);
         for other in others {
             self.deliver(&room_name, other, ServerMessage::OtherJoined { id });
@@ -713,6 +907,7 @@ impl Hub {
         self.stats.away_seats += 1;
         self.timers
             .schedule(until, Timer::Grace(room_name.clone(), id));
+        self.mark_changed(room_name);
     }
 
     /// Removes a seat, tells the others `bye`, and drops the room once empty.
@@ -728,6 +923,7 @@ impl Hub {
         if room.seats.is_empty() {
             self.rooms.remove(room_name);
         }
+        self.mark_changed(room_name);
         match seat.attachment {
             Attachment::Away { queued_bytes, .. } => {
                 self.stats.away_seats = self.stats.away_seats.saturating_sub(1);

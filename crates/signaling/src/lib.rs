@@ -15,6 +15,7 @@
 //! [`Instant`]: std::time::Instant
 
 pub mod call;
+pub mod cluster;
 pub mod cmd;
 mod hub;
 mod rate;
@@ -24,7 +25,10 @@ pub mod socketio;
 mod timers;
 mod wire;
 
-pub use hub::{Config, ConnectionId, Disconnect, Hub, Output, RateLimit, Stats};
+pub use hub::{
+    Config, ConnectionId, Disconnect, Hub, Output, RateLimit, RoomSnapshot, SeatSnapshot,
+    SeatState, Stats,
+};
 pub use wire::{
     ClientMessage, CloseCode, ErrorCode, IceServer, MessageKind, ParseError, PeerId, ResumeToken,
     RoomName, RoomNameError, ServerMessage,

@@ -343,6 +343,9 @@ pub enum ErrorCode {
     RateLimited,
     /// A call report breaks a rule (a field unknown, a number out of bounds, too big).
     BadReport,
+    /// The server cannot reach what it needs to seat you (its room store, in a
+    /// cluster of nodes); try again in a moment.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -351,7 +354,7 @@ impl ErrorCode {
         Self::ALL.into_iter().find(|code| code.as_str() == text)
     }
 
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
@@ -363,6 +366,7 @@ impl ErrorCode {
         ErrorCode::TooManyRooms,
         ErrorCode::RateLimited,
         ErrorCode::BadReport,
+        ErrorCode::Unavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -378,6 +382,7 @@ impl ErrorCode {
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::BadReport => "bad_report",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }

@@ -709,3 +709,123 @@ fn call_reports_count_once_per_call_and_bad_ones_are_refused() {
         Some(Value::from("bad_report"))
     );
 }
+
+/// A room handed from one hub to another (a cluster's drain or failover):
+/// the new hub seats the member whose connection it has, keeps the other
+/// seat away with what was queued for it and what is left of its grace, and
+/// goes on as if the room had always been there.
+#[test]
+fn a_room_moves_to_another_hub_with_its_seats_tokens_and_queue() {
+    let mut old = Harness::new();
+    old.hub.track_room_changes();
+    let a = old.connect(1);
+    let b = old.connect(2);
+    let joined_a = old.join(a, "moving");
+    let joined_b = old.join(b, "moving");
+    old.drain();
+    assert_eq!(old.hub.take_changed_rooms().len(), 1);
+    // b's connection breaks; a message waits for it.
+    old.hub.handle_disconnect(b, Disconnect::Lost, old.now);
+    old.text(a, r#"{"type":"message","data":"queued"}"#);
+    old.advance(Duration::from_secs(5));
+    let snapshot = old.hub.export_room(&room("moving"), old.now).unwrap();
+    assert_eq!(old.hub.forget_room(&room("moving")), vec![a]);
+    assert_eq!(old.hub.stats().rooms, 0);
+    assert_eq!(old.hub.stats().away_seats, 0);
+    assert!(
+        old.drain().is_empty(),
+        "forgetting a room tells nobody anything"
+    );
+
+    // The new hub has a's connection (its own number for it) and nobody else.
+    let mut new = Harness::new();
+    let a2 = new.connect(10);
+    let mapped = duet_signaling::RoomSnapshot {
+        seats: snapshot
+            .seats
+            .into_iter()
+            .map(|mut seat| {
+                if let duet_signaling::SeatState::Connected(connection) = seat.state {
+                    assert_eq!(connection, a);
+                    seat.state = duet_signaling::SeatState::Connected(a2);
+                }
+                seat
+            })
+            .collect(),
+    };
+    assert!(new.hub.import_room(room("moving"), mapped.clone(), new.now));
+    assert!(
+        !new.hub.import_room(room("moving"), mapped, new.now),
+        "imported twice"
+    );
+    assert!(
+        new.drain().is_empty(),
+        "taking a room over tells nobody anything"
+    );
+    assert_eq!(new.hub.stats().away_seats, 1);
+
+    // a goes on talking; b resumes on the new hub with its old token and gets everything.
+    new.text(a2, r#"{"type":"message","data":"after the move"}"#);
+    let b2 = new.connect(11);
+    new.text(
+        b2,
+        &format!(
+            r#"{{"type":"join","room":"moving","resume":"{}"}}"#,
+            joined_b["resume"].as_str().unwrap()
+        ),
+    );
+    let sent = new.drain();
+    let to_b: Vec<&Value> = sent
+        .iter()
+        .filter(|(to, _)| *to == b2)
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(to_b[0]["type"], "joined");
+    assert_eq!(to_b[0]["id"], joined_b["id"]);
+    assert_eq!(to_b[0]["peers"][0], joined_a["id"]);
+    assert_eq!(to_b[1]["data"], "queued");
+    assert_eq!(to_b[2]["data"], "after the move");
+    assert!(sent.iter().all(|(_, m)| m["type"] != "bye"));
+
+    // The grace left was 15 s, not a fresh 20: had b not come back, a hears
+    // `bye` 15 s after the move.
+    let mut late = Harness::new();
+    let a3 = late.connect(20);
+    let snapshot = old_room_with_away_seat(a3, Duration::from_secs(15));
+    assert!(late.hub.import_room(room("late"), snapshot, late.now));
+    late.advance(Duration::from_secs(14));
+    assert!(late.drain().is_empty());
+    late.advance(Duration::from_secs(1));
+    assert_eq!(
+        types(&late.drain().into_iter().map(|(_, m)| m).collect::<Vec<_>>()),
+        ["bye"]
+    );
+}
+
+fn room(name: &str) -> duet_signaling::RoomName {
+    duet_signaling::RoomName::parse(name).unwrap()
+}
+
+fn old_room_with_away_seat(
+    connected: ConnectionId,
+    left: Duration,
+) -> duet_signaling::RoomSnapshot {
+    use duet_signaling::{PeerId, ResumeToken, SeatSnapshot, SeatState};
+    duet_signaling::RoomSnapshot {
+        seats: vec![
+            SeatSnapshot {
+                id: PeerId(1),
+                token: ResumeToken(1),
+                state: SeatState::Connected(connected),
+            },
+            SeatSnapshot {
+                id: PeerId(2),
+                token: ResumeToken(2),
+                state: SeatState::Away {
+                    left,
+                    queue: Vec::new(),
+                },
+            },
+        ],
+    }
+}
