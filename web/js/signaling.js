@@ -570,6 +570,11 @@ export class RoomSession extends EventTarget {
         this.#finish('full');
         break;
       case 'error':
+        if (this.#state !== 'joined' && msg.code === 'unavailable') {
+          // A cluster node that cannot reach its room store for a moment: try again, with backoff.
+          this.#dropAndRetry();
+          break;
+        }
         if (this.#state !== 'joined' && FATAL_JOIN_ERRORS.has(msg.code)) {
           storeSeat(this.#room, null);
           this.#emit('refused', { code: msg.code, message: msg.message });
