@@ -22,7 +22,7 @@ pub struct Cli {
 pub enum Cmd {
     /// Connect N clients in rooms of two, measure join, idle memory, relay at a
     /// stated rate, and sweep the rate up to the p99 limit.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print a Markdown table of a `run --json` file, or of two side by side with ratios.
     Compare(CompareArgs),
 }
@@ -33,9 +33,10 @@ pub struct RunArgs {
     /// Server protocol.
     #[arg(long, value_enum)]
     pub protocol: Protocol,
-    /// Server address (loopback only).
-    #[arg(long, default_value = "127.0.0.1:8443")]
-    pub addr: SocketAddr,
+    /// Server address (loopback only). Repeat it for the nodes of a cluster:
+    /// the two members of each room then connect to different nodes.
+    #[arg(long = "addr", default_value = "127.0.0.1:8443")]
+    pub addrs: Vec<SocketAddr>,
     /// Name of the server under test, for the report.
     #[arg(long, default_value = "server")]
     pub label: String,
@@ -48,9 +49,11 @@ pub struct RunArgs {
     /// Spread sockets over this many source addresses 127.0.0.2, 127.0.0.3, …
     #[arg(long, default_value_t = 8)]
     pub source_addrs: usize,
-    /// PID of the server, for RSS and CPU from /proc.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// PID of the server, for RSS and CPU from /proc. Repeat it for every
+    /// process of the service (each node of a cluster, and its Redis): the
+    /// figures are their sums.
+    #[arg(long = "server-pid")]
+    pub server_pids: Vec<u32>,
     /// Idle seconds after everyone joined before measuring memory and idle CPU.
     #[arg(long, default_value_t = 5.0)]
     pub settle_secs: f64,
@@ -110,6 +113,10 @@ pub struct RunArgs {
     /// Hard deadline of the whole run, seconds.
     #[arg(long, default_value_t = 900.0)]
     pub deadline_secs: f64,
+    /// The loopback port of the cluster's redis-server: its commands are
+    /// counted (`INFO commandstats`) around the stated-rate phase.
+    #[arg(long)]
+    pub redis_port: Option<u16>,
     /// Also write the JSON report to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

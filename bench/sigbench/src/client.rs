@@ -27,10 +27,10 @@ pub struct ClientCtx {
     pub shared: Arc<Shared>,
     /// The protocol spoken.
     pub protocol: Protocol,
-    /// The WebSocket URL.
-    pub url: String,
-    /// The server's address.
-    pub server: SocketAddr,
+    /// The WebSocket URL of each node (one for a single server).
+    pub urls: Vec<String>,
+    /// The address of each node.
+    pub servers: Vec<SocketAddr>,
     /// TLS client config (accepts any certificate).
     pub tls: Arc<rustls::ClientConfig>,
     /// Bounds how many clients connect and join at once.
@@ -59,7 +59,14 @@ pub async fn run(ctx: Arc<ClientCtx>, id: usize, src: IpAddr) {
             .await
             .map_err(|_| anyhow!("connect phase deadline passed before this client's turn"))?
             .context("admission closed")?;
-        let join = connect_and_join(&ctx, &room, src, &shared.connect_hist, &shared.join_hist);
+        let join = connect_and_join(
+            &ctx,
+            id,
+            &room,
+            src,
+            &shared.connect_hist,
+            &shared.join_hist,
+        );
         tokio::time::timeout(ctx.client_timeout, join)
             .await
             .map_err(|_| anyhow!("connect+join timed out"))?
@@ -97,15 +104,29 @@ fn short_error(e: &anyhow::Error) -> String {
 /// Connect, do the protocol's own handshake, join; records the connect and join
 /// latencies in the given histograms; returns the socket and the keep-alive
 /// (frame, interval) the protocol needs.
+impl ClientCtx {
+    /// The node client `id` connects to: the two members of a pair go to
+    /// different nodes when there are several (pair p: nodes p and p + 1).
+    pub fn node_of(&self, id: usize) -> usize {
+        let nodes = self.servers.len().max(1);
+        (id / 2 + id % 2) % nodes
+    }
+}
+
 pub async fn connect_and_join(
     ctx: &ClientCtx,
+    room_member: usize,
     room: &str,
     src: IpAddr,
     connect_hist: &Hist,
     join_hist: &Hist,
 ) -> Result<(Ws, Option<(&'static str, Duration)>)> {
     let t0 = Instant::now();
-    let mut ws = net::open(&ctx.url, ctx.server, src, &ctx.tls).await?;
+    let node = ctx.node_of(room_member);
+    let (Some(url), Some(server)) = (ctx.urls.get(node), ctx.servers.get(node)) else {
+        anyhow::bail!("no server address");
+    };
+    let mut ws = net::open(url, *server, src, &ctx.tls).await?;
     let mut ping_interval = None;
     if ctx.protocol.has_session_handshake() {
         // Engine.IO open packet, then socket.io's connect to "/".

@@ -54,14 +54,20 @@ struct Engine {
 
 /// Run the benchmark, filling `report` as figures come in.
 pub async fn run(args: RunArgs, report: Arc<Mutex<Report>>, deadline: Instant) -> Result<()> {
-    net::check_loopback(args.addr)?;
+    for addr in &args.addrs {
+        net::check_loopback(*addr)?;
+    }
     let shared = Arc::new(Shared::new(args.clients));
     let (phase_tx, phase_rx) = watch::channel(Phase::Idle);
     let ctx = Arc::new(ClientCtx {
         shared: Arc::clone(&shared),
         protocol: args.protocol,
-        url: args.protocol.url(args.addr),
-        server: args.addr,
+        urls: args
+            .addrs
+            .iter()
+            .map(|addr| args.protocol.url(*addr))
+            .collect(),
+        servers: args.addrs.clone(),
         tls: tls::insecure_client_config()?,
         admission: Arc::new(Semaphore::new(args.concurrency.max(1))),
         client_timeout: Duration::from_secs_f64(args.client_timeout_secs),
@@ -94,10 +100,7 @@ impl Engine {
     fn look(&self) -> Look {
         Look {
             at: Instant::now(),
-            server: self
-                .args
-                .server_pid
-                .and_then(|p| procstat::sample(Pid::Other(p)).ok()),
+            server: procstat::sample_all(&self.args.server_pids),
             own: procstat::sample(Pid::Own).ok(),
             machine: procstat::machine().ok(),
         }
@@ -139,7 +142,38 @@ impl Engine {
         }
 
         // The stated rate.
+        let redis_before = self.redis_counts().await;
         let relay = self.measure(self.args.rate, self.args.duration).await;
+        let redis_after = self.redis_counts().await;
+        if let (Some(before), Some(after), Some(r)) = (redis_before, redis_after, &relay) {
+            let messages = r.received;
+            let commands = after.0.saturating_sub(before.0);
+            let publishes = after.1.saturating_sub(before.1);
+            let secs = after.2.duration_since(before.2).as_secs_f64();
+            let per = |n: u64| {
+                if messages > 0 {
+                    n as f64 / messages as f64
+                } else {
+                    0.0
+                }
+            };
+            let figures = crate::report::RedisFigures {
+                messages,
+                commands,
+                publishes,
+                secs,
+                commands_per_message: per(commands),
+                publishes_per_message: per(publishes),
+                background_per_sec: (commands - publishes.min(commands)) as f64 / secs.max(0.001),
+            };
+            eprintln!(
+                "redis during the stated rate: {commands} commands for {messages} messages ({:.3} per message), {publishes} PUBLISH ({:.3} per message), {:.0} other commands/s",
+                figures.commands_per_message,
+                figures.publishes_per_message,
+                figures.background_per_sec
+            );
+            self.with_report(|rep| rep.redis = Some(figures));
+        }
         if let Some(r) = relay {
             eprintln!("relay at stated rate: {}", r.verdict);
             self.with_report(|rep| rep.relay = Some(r));
@@ -149,6 +183,46 @@ impl Engine {
             self.sweep().await;
         }
         Ok(())
+    }
+
+    /// Redis' command count and PUBLISH count now (`--redis-port`), if it answers.
+    async fn redis_counts(&self) -> Option<(u64, u64, Instant)> {
+        let port = self.args.redis_port?;
+        let read = async {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()?;
+            stream
+                .write_all(b"INFO commandstats\r\nQUIT\r\n")
+                .await
+                .ok()?;
+            let mut text = String::new();
+            stream.read_to_string(&mut text).await.ok()?;
+            Some(text)
+        };
+        let text = tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .ok()??;
+        let (mut total, mut publishes) = (0u64, 0u64);
+        for line in text.lines() {
+            let Some((name, stats)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            let calls = stats
+                .split(',')
+                .find_map(|field| field.strip_prefix("calls="))
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            total += calls;
+            if name == "publish" {
+                publishes = calls;
+            }
+        }
+        Some((total, publishes, Instant::now()))
     }
 
     async fn connect_phase(&self, ctx: &Arc<ClientCtx>, clients: &mut JoinSet<()>) {
@@ -277,6 +351,7 @@ impl Engine {
                     until,
                     client::connect_and_join(
                         ctx,
+                        2 * j + member,
                         &room,
                         src,
                         &shared.probe_connect_hist,

@@ -30,7 +30,7 @@ use crate::report::{Params, Report};
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Run(args) => run(args),
+        Cmd::Run(args) => run(*args),
         Cmd::Compare(c) => {
             let a = report::load(&c.a)?;
             let b = c.b.as_deref().map(report::load).transpose()?;
@@ -59,7 +59,9 @@ fn raise_nofile(want: u64) -> Result<u64> {
 const FD_SPARE: u64 = 32;
 
 fn run(args: RunArgs) -> Result<()> {
-    net::check_loopback(args.addr)?;
+    for addr in &args.addrs {
+        net::check_loopback(*addr)?;
+    }
     if args.clients < 2 || !args.clients.is_multiple_of(2) {
         bail!("--clients must be even and at least 2 (clients come in pairs)");
     }
@@ -80,8 +82,13 @@ fn run(args: RunArgs) -> Result<()> {
     let report = Arc::new(Mutex::new(Report {
         label: args.label.clone(),
         protocol: Some(args.protocol),
-        target: args.addr.to_string(),
-        server_pid: args.server_pid,
+        target: args
+            .addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
+        server_pid: args.server_pids.first().copied(),
         unix_time: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),

@@ -38,6 +38,26 @@ impl Pid {
     }
 }
 
+/// The sums over several processes (the nodes of a cluster and its Redis);
+/// `None` if there are none or one cannot be read.
+pub fn sample_all(pids: &[u32]) -> Option<ProcSample> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut total = ProcSample {
+        rss_kib: 0,
+        hwm_kib: 0,
+        cpu_secs: 0.0,
+    };
+    for pid in pids {
+        let one = sample(Pid::Other(*pid)).ok()?;
+        total.rss_kib += one.rss_kib;
+        total.hwm_kib += one.hwm_kib;
+        total.cpu_secs += one.cpu_secs;
+    }
+    Some(total)
+}
+
 /// Read RSS and CPU time of a process.
 pub fn sample(pid: Pid) -> Result<ProcSample> {
     let dir = pid.dir();

@@ -183,6 +183,25 @@ pub struct Report {
     pub deadline_hit: bool,
     /// Remarks (limits hit, warnings).
     pub notes: Vec<String>,
+    /// Redis commands during the stated-rate phase (a cluster, `--redis-port`).
+    #[serde(default)]
+    pub redis: Option<RedisFigures>,
+}
+
+/// What Redis ran while messages were relayed at the stated rate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RedisFigures {
+    /// Messages received by the clients in the phase.
+    pub messages: u64,
+    /// Every command Redis ran in the phase (from `INFO commandstats`).
+    pub commands: u64,
+    /// Of which `PUBLISH`.
+    pub publishes: u64,
+    pub secs: f64,
+    pub commands_per_message: f64,
+    pub publishes_per_message: f64,
+    /// Commands that are not `PUBLISH`, per second (heartbeats, room records).
+    pub background_per_sec: f64,
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {

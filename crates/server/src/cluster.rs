@@ -29,7 +29,7 @@ use crate::signaling::Signaling;
 /// A room's record lives this long unless its owner rewrites it.
 pub const ROOM_TTL: Duration = Duration::from_secs(60);
 /// How often an owner rewrites the records of its rooms.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
+pub const REFRESH_EVERY: Duration = Duration::from_secs(10);
 /// How often a node writes its heartbeat, and checks the others'.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// A heartbeat lasts this long: a node silent for longer is missing.

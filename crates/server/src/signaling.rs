@@ -489,6 +489,14 @@ impl Signaling {
                         Input::Text(text) => hub_text(inner, connection, &text, now),
                         Input::Event(event) => hub_event(inner, connection, event, now),
                     };
+                    // Claimed for a join the hub refused (too many rooms, a rate
+                    // limit): this node does not hold the room after all.
+                    if !inner.hub.has_room(&route.room)
+                        && let Some(cluster) = inner.cluster.as_mut()
+                        && cluster.owned.remove(&route.room)
+                    {
+                        cluster.link.delete(&route.room);
+                    }
                 }
                 Ok(Claim::Other(owner)) => match remote {
                     // A member of another node that left its room here and
