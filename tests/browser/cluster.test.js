@@ -78,7 +78,7 @@ async function startBalancer() {
 
 before(async () => {
   redis = await startRedis();
-  for (let i = 0; i < 2; i += 1) {
+  for (let i = 0; i < 3; i += 1) {
     nodes.push(await startServer({ extraArgs: ['--redis', redis.url, '--drain-timeout-secs', '2'] }));
   }
   balancer = await startBalancer();
@@ -138,11 +138,23 @@ test('a call across two nodes goes on through a rolling restart of one of them',
   await closeAll(a, b);
 });
 
-test('while Redis is frozen a join is refused as unavailable, and the page gets in by itself once it is back', async () => {
+test('while Redis is frozen a call across nodes goes on, a join is refused as unavailable, and the page gets in by itself once Redis is back', async () => {
+  // A call between the two nodes still running.
+  const room = `frozen-call-${Date.now()}`;
   balancer.target = portOf(nodes[1]);
+  const a = await openRoom(browser, balancer, room);
+  await join(a);
+  await waitPhase(a, 'waiting');
+  balancer.target = portOf(nodes[2]);
+  const b = await openRoom(browser, balancer, room);
+  await join(b);
+  await Promise.all([waitPhase(a, 'connected', 15_000), waitPhase(b, 'connected', 15_000)]);
+
   redis.signal('SIGSTOP');
   let page;
   try {
+    // Signaling between the nodes is cut; the media is not.
+    await Promise.all([framesKeepComing(a, 20), framesKeepComing(b, 20)]);
     page = await openRoom(browser, balancer, `frozen-${Date.now()}`);
     await join(page);
     await until(
@@ -151,9 +163,12 @@ test('while Redis is frozen a join is refused as unavailable, and the page gets 
       'the join to be refused as unavailable',
     );
     assert.notEqual(await page.evaluate(() => window.__duet.phase), 'waiting');
+    await Promise.all([framesKeepComing(a, 20), framesKeepComing(b, 20)]);
   } finally {
     redis.signal('SIGCONT');
   }
   await waitPhase(page, 'waiting', 20_000);
-  await closeAll(page);
+  assert.equal(await a.evaluate(() => window.__duet.phase), 'connected');
+  assert.equal(received(a, 'bye').length + received(b, 'bye').length, 0, 'a member was told bye');
+  await closeAll(page, a, b);
 });

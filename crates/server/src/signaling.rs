@@ -589,6 +589,11 @@ impl Signaling {
                 }
                 NodeMessage::Frame { c, text } => {
                     let Some(connection) = remote(cluster, c) else {
+                        // This node no longer knows that member (it was closed
+                        // while Redis was away, or this node restarted): its
+                        // node must tell it to reconnect instead of talking to nobody.
+                        let code = CloseCode::Restarting.number();
+                        cluster.link.send(&from, NodeMessage::Close { c, code });
                         return;
                     };
                     if let Some(room) = join_elsewhere(inner, connection, &text) {
@@ -605,6 +610,11 @@ impl Signaling {
                 }
                 NodeMessage::Event { c, event } => {
                     let Some(connection) = remote(cluster, c) else {
+                        // This node no longer knows that member (it was closed
+                        // while Redis was away, or this node restarted): its
+                        // node must tell it to reconnect instead of talking to nobody.
+                        let code = CloseCode::Restarting.number();
+                        cluster.link.send(&from, NodeMessage::Close { c, code });
                         return;
                     };
                     let event = socketio::Event::from(event);
@@ -621,9 +631,15 @@ impl Signaling {
                     }
                 }
                 NodeMessage::Activity { c } => {
-                    if let Some(connection) = remote(cluster, c) {
-                        inner.hub.handle_activity(connection, now);
-                    }
+                    let Some(connection) = remote(cluster, c) else {
+                        // This node no longer knows that member (it was closed
+                        // while Redis was away, or this node restarted): its
+                        // node must tell it to reconnect instead of talking to nobody.
+                        let code = CloseCode::Restarting.number();
+                        cluster.link.send(&from, NodeMessage::Close { c, code });
+                        return;
+                    };
+                    inner.hub.handle_activity(connection, now);
                 }
                 NodeMessage::Gone { c, lost } => {
                     let Some(connection) = remote(cluster, c) else {

@@ -372,3 +372,43 @@ async fn a_drained_node_hands_its_rooms_over_without_a_bye() {
     );
     no_bye(&mut b, Duration::from_secs(6)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_forgotten_during_a_long_outage_is_told_to_reconnect() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    // The room's node gives up on a silent member after 2 s; b's own node
+    // keeps the default (and so pings b only every 10 s).
+    let room_url = url.clone();
+    let one = TestServer::with(move |args| {
+        args.options.redis = Some(room_url);
+        args.options.silence_timeout_secs = Some(2);
+    })
+    .await;
+    let two = TestServer::with(move |args| args.options.redis = Some(url)).await;
+    let mut a = one.connect().await;
+    join(&mut a, "outage", None).await;
+    let mut b = two.connect().await;
+    let joined_b = join(&mut b, "outage", None).await;
+    expect(&mut a, "other_joined").await;
+
+    // Redis gone for longer than the silence timeout: the room's node hears
+    // nothing of b and ends its seat (a is told `bye`), but cannot tell b's node.
+    redis.kill();
+    bye_within(&mut a, Duration::from_secs(6)).await;
+    // Longer than a write to Redis may wait (5 s): the room node's close for b
+    // is dropped. (a reads meanwhile, so its pings are answered.)
+    no_bye(&mut a, Duration::from_secs(6)).await;
+    redis.launch();
+    no_bye(&mut a, Duration::from_secs(2)).await;
+    // b's next frame reaches a node that no longer knows it: b is told to
+    // reconnect (1012) instead of talking to nobody.
+    b.send_json(json!({"type": "ping"})).await;
+    assert_eq!(b.expect_close(Duration::from_secs(8)).await, Some(1012));
+    // Reconnecting, it gets a seat again (a new one: the old one is gone) and a hears of it.
+    let mut b = two.connect().await;
+    let again = join(&mut b, "outage", Some(&joined_b["resume"])).await;
+    assert_eq!(again["type"], "joined", "{again}");
+    assert_ne!(again["id"], joined_b["id"]);
+    expect(&mut a, "other_joined").await;
+}

@@ -479,7 +479,8 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    fn launch(&mut self) {
+    /// Starts the server (again, after [`RedisServer::kill`]) on its port, empty.
+    pub fn launch(&mut self) {
         let path = "/usr/bin/redis-server";
         assert!(
             std::path::Path::new(path).exists(),
@@ -523,7 +524,8 @@ impl RedisServer {
         self.launch();
     }
 
-    fn kill(&mut self) {
+    /// Kills the server; its data is gone.
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
