@@ -153,7 +153,11 @@ pub fn redacted(url: &str) -> String {
 impl Link {
     /// Connects to Redis (`redis://`, or `rediss://` for TLS; a password or
     /// ACL user in the URL) as a new node, and subscribes to its channel.
-    pub async fn connect(url: &str, metrics: Arc<Metrics>) -> anyhow::Result<(Arc<Self>, Pending)> {
+    pub async fn connect(
+        url: &str,
+        ca: Option<&std::path::Path>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<(Arc<Self>, Pending)> {
         let node: Arc<str> = Arc::from(format!("{:016x}", rand::random::<u64>()).as_str());
         let client = redis::Client::open(url)
             .with_context(|| format!("`{}` is not a Redis URL", redacted(url)))?;
@@ -163,7 +167,20 @@ impl Link {
             .redis_settings()
             .clone()
             .set_protocol(redis::ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(settings))?;
+        let info = info.set_redis_settings(settings);
+        let client = match ca {
+            Some(path) => {
+                let root_cert = std::fs::read(path)
+                    .with_context(|| format!("cannot read the Redis CA {}", path.display()))?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                };
+                redis::Client::build_with_tls(info, certificates)
+                    .context("cannot use the Redis CA for TLS")?
+            }
+            None => redis::Client::open(info)?,
+        };
         let (push_sender, pushes) = mpsc::unbounded_channel();
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))

@@ -228,6 +228,9 @@ options! {
         optional redis: String = _,
             flag "redis", env "DUET_REDIS", key "redis", name "URL", hide false,
             help "Run as one node of a cluster sharing rooms through this Redis (or Valkey), e.g. redis://10.0.0.9:6379/0, rediss://user:password@host:6380 for TLS; members of one room may then be connected to different nodes";
+        optional redis_ca: PathBuf = _,
+            flag "redis-ca", env "DUET_REDIS_CA", key "redis_ca", name "FILE", hide false,
+            help "The CA certificate (PEM) of a rediss:// server whose certificate a private CA signed (without it the system's roots are used)";
         list allowed_origins: String = _,
             flag "allowed-origin", env "DUET_ALLOWED_ORIGIN", key "allowed_origins", name "ORIGIN", hide false,
             help "Another origin allowed to open the signaling WebSocket, e.g. https://app.example.org";
@@ -572,6 +575,8 @@ pub struct ServeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// The Redis of a cluster of nodes (`--redis`).
     pub redis: Option<String>,
+    /// The CA of a `rediss://` server's certificate (`--redis-ca`).
+    pub redis_ca: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -649,6 +654,7 @@ impl ServeConfig {
             external_relays,
             metrics_listen: state.metrics_listen,
             redis: values.redis,
+            redis_ca: values.redis_ca,
             signaling: duet_signaling::Config {
                 silence_timeout: Duration::from_secs(values.silence_timeout_secs),
                 resume_grace: Duration::from_secs(values.resume_grace_secs),

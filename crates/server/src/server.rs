@@ -168,8 +168,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         }
     });
     if let Some(url) = &config.redis {
-        let (link, pending) =
-            crate::cluster::Link::connect(url, Arc::clone(&state.metrics)).await?;
+        let (link, pending) = crate::cluster::Link::connect(
+            url,
+            config.redis_ca.as_deref(),
+            Arc::clone(&state.metrics),
+        )
+        .await?;
         signaling.join_cluster(Arc::clone(&link));
         let signaling = Arc::clone(&signaling);
         let shutdown = shutdown_receiver.clone();

@@ -412,3 +412,42 @@ async fn a_member_forgotten_during_a_long_outage_is_told_to_reconnect() {
     assert_ne!(again["id"], joined_b["id"]);
     expect(&mut a, "other_joined").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reach_redis_over_tls_with_a_private_ca() {
+    let redis = RedisServer::start_tls();
+    let tls = |redis: &RedisServer| {
+        let (url, ca) = (redis.url(), redis.ca_path());
+        move |args: &mut duet_server::config::ServeArgs| {
+            args.options.redis = Some(url);
+            args.options.redis_ca = Some(ca);
+        }
+    };
+    let one = TestServer::with(tls(&redis)).await;
+    let two = TestServer::with(tls(&redis)).await;
+    let mut a = one.connect().await;
+    join(&mut a, "private", None).await;
+    let mut b = two.connect().await;
+    let joined_b = join(&mut b, "private", None).await;
+    assert_eq!(joined_b["peers"].as_array().unwrap().len(), 1, "{joined_b}");
+    expect(&mut a, "other_joined").await;
+    b.send_json(json!({"type": "message", "data": "over TLS"}))
+        .await;
+    assert_eq!(expect(&mut a, "message").await["data"], "over TLS");
+
+    // Without the CA the node does not trust the server, and says so at start.
+    let url = redis.url();
+    let config = {
+        let mut args = duet_server::config::ServeArgs::loopback(
+            std::env::temp_dir().join(format!("duet-test-untrusted-{}", rand::random::<u64>())),
+        );
+        args.options.redis = Some(url);
+        duet_server::config::ServeConfig::merge(args, duet_server::config::FileConfig::default())
+            .unwrap()
+    };
+    let Err(error) = duet_server::server::start(config).await else {
+        panic!("a node started with a Redis it cannot trust");
+    };
+    let text = format!("{error:#}");
+    assert!(text.contains("Redis"), "{text}");
+}

@@ -463,6 +463,8 @@ pub fn assert_uclient_relayed(output: &std::process::Output, messages: usize) {
 pub struct RedisServer {
     child: Option<std::process::Child>,
     pub port: u16,
+    /// With TLS only: the directory of its certificate (`ca.pem`, `leaf.pem`, `key.pem`).
+    pub tls: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -470,13 +472,110 @@ impl RedisServer {
         let mut server = Self {
             child: None,
             port: free_port(false),
+            tls: None,
         };
         server.launch();
         server
     }
 
+    /// A server that speaks TLS only, with a certificate for 127.0.0.1 from a
+    /// CA of its own (made with the openssl tool); the CA is `ca_path()`.
+    pub fn start_tls() -> Self {
+        let dir = std::env::temp_dir().join(format!("duet-redis-tls-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let status = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("the openssl tool");
+            assert!(status.success(), "openssl {args:?}");
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=Duet test Redis CA",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "key.pem",
+                    "-out",
+                    "leaf.csr",
+                    "-subj",
+                    "/CN=localhost",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.join("leaf.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+        ]);
+        let mut server = Self {
+            child: None,
+            port: free_port(false),
+            tls: Some(dir),
+        };
+        server.launch();
+        server
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.tls.as_ref().unwrap().join("ca.pem")
+    }
+
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     /// Starts the server (again, after [`RedisServer::kill`]) on its port, empty.
@@ -486,8 +585,21 @@ impl RedisServer {
             std::path::Path::new(path).exists(),
             "{path} is missing: install Debian's redis-server package (./scripts/test does)"
         );
-        let child = std::process::Command::new(path)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = std::process::Command::new(path);
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some(dir) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(dir.join("leaf.pem"))
+                .arg("--tls-key-file")
+                .arg(dir.join("key.pem"))
+                .arg("--tls-ca-cert-file")
+                .arg(dir.join("ca.pem"))
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -542,5 +654,8 @@ impl Drop for RedisServer {
                 .status();
         }
         self.kill();
+        if let Some(dir) = &self.tls {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
