@@ -52,6 +52,12 @@ pub struct Metrics {
     pub redis_errors: Counter,
     /// Writes and messages dropped because too many were waiting for Redis.
     pub redis_dropped: Counter,
+    /// Rooms this node holds (a cluster).
+    pub cluster_rooms_held: Gauge,
+    /// Members of rooms held here that are connected to other nodes.
+    pub cluster_remote_members: Gauge,
+    /// Connections of this node whose room another node holds.
+    pub cluster_forwarded: Gauge,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -148,6 +154,24 @@ impl Metrics {
             "Writes and messages to other nodes dropped because too many were waiting for Redis",
             redis_dropped.clone(),
         );
+        let cluster_rooms_held = Gauge::default();
+        let cluster_remote_members = Gauge::default();
+        let cluster_forwarded = Gauge::default();
+        registry.register(
+            "cluster_rooms_held",
+            "Rooms this node holds (runs and keeps in Redis)",
+            cluster_rooms_held.clone(),
+        );
+        registry.register(
+            "cluster_remote_members",
+            "Members of rooms held here whose connection is on another node",
+            cluster_remote_members.clone(),
+        );
+        registry.register(
+            "cluster_forwarded_connections",
+            "Connections of this node whose room another node holds (their frames are forwarded)",
+            cluster_forwarded.clone(),
+        );
         let turn_allocations = Gauge::default();
         let turn_allocations_total = Gauge::default();
         let turn_packets = Family::<DirectionLabel, Gauge>::default();
@@ -196,6 +220,9 @@ impl Metrics {
             redis_commands,
             redis_errors,
             redis_dropped,
+            cluster_rooms_held,
+            cluster_remote_members,
+            cluster_forwarded,
             registry,
             turn_allocations,
             turn_allocations_total,

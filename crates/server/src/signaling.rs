@@ -413,6 +413,17 @@ impl Signaling {
             }
         }
         save_changed_rooms(inner, now);
+        if let Some(cluster) = &inner.cluster {
+            self.metrics
+                .cluster_rooms_held
+                .set(gauge(cluster.owned.len()));
+            self.metrics
+                .cluster_remote_members
+                .set(gauge(cluster.remote.len()));
+            self.metrics
+                .cluster_forwarded
+                .set(gauge(cluster.moved.len()));
+        }
         let stats = inner.hub.stats();
         self.metrics.rooms.set(gauge(stats.rooms));
         self.metrics.away_seats.set(gauge(stats.away_seats));

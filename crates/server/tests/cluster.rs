@@ -137,12 +137,28 @@ async fn members_on_two_nodes_join_relay_fill_and_leave_one_room() {
     assert_eq!(joined_d["peers"], json!([joined_b2["id"]]));
     expect(&mut b, "other_joined").await;
 
-    // Redis saw one PUBLISH per message between nodes, no more.
+    // Messages to other nodes are counted (as PUBLISH commands).
     let metrics = two.metrics().await;
     assert!(
         metrics.contains("duet_cluster_redis_commands_total{op=\"publish\"}"),
         "{metrics}"
     );
+    // b stayed with the node that held its first room, which took the second
+    // room too (b's join reached it there); d is local to it.
+    let one_metrics = one.metrics().await;
+    for line in [
+        "duet_cluster_rooms_held 2",
+        "duet_cluster_remote_members 1",
+        "duet_cluster_forwarded_connections 0",
+    ] {
+        assert!(one_metrics.contains(line), "{line} in {one_metrics}");
+    }
+    for line in [
+        "duet_cluster_rooms_held 0",
+        "duet_cluster_forwarded_connections 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
