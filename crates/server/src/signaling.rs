@@ -709,6 +709,10 @@ impl Signaling {
                     }
                 }
                 NodeMessage::Rehome { c, owner } => {
+                    // Only the new holder itself says where the room went.
+                    if *owner != *from {
+                        return;
+                    }
                     let connection = ConnectionId(c);
                     match cluster.moved.get_mut(&connection) {
                         Some(moved) => {
