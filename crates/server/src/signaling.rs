@@ -708,16 +708,22 @@ impl Signaling {
                         outbox.close(code.number(), close_reason(code));
                     }
                 }
-                NodeMessage::Rehome { c, owner } => {
+                NodeMessage::Rehome { c, owner, room } => {
                     // Only the new holder itself says where the room went.
                     if *owner != *from {
                         return;
                     }
                     let connection = ConnectionId(c);
                     match cluster.moved.get_mut(&connection) {
-                        Some(moved) => {
+                        Some(moved) if moved.room.as_str() == room => {
                             moved.owner = Arc::from(owner.as_str());
                             moved.answered = true;
+                        }
+                        // In another room by now: not this room's member any more.
+                        Some(_) => {
+                            cluster
+                                .link
+                                .send(&owner, NodeMessage::Gone { c, lost: true });
                         }
                         None => {
                             // Gone meanwhile: the new holder must not wait for it.
@@ -1306,6 +1312,15 @@ fn take_room(
         };
         if **node == *me {
             let connection = ConnectionId(*c);
+            // Only a connection of this room comes home (a stale record may
+            // name a connection that has moved on to another room).
+            if cluster
+                .moved
+                .get(&connection)
+                .is_none_or(|moved| moved.room != *room)
+            {
+                continue;
+            }
             let Some(moved) = cluster.moved.remove(&connection) else {
                 continue;
             };
@@ -1330,7 +1345,10 @@ fn take_room(
     inner.hub.import_room(room.clone(), snapshot, now);
     for (node, c) in rehome {
         let owner = me.to_string();
-        cluster.link.send(&node, NodeMessage::Rehome { c, owner });
+        let room = room.to_string();
+        cluster
+            .link
+            .send(&node, NodeMessage::Rehome { c, owner, room });
     }
 }
 

@@ -81,7 +81,7 @@ pub enum NodeMessage {
     /// Owner → edge: close the member's connection with this code.
     Close { c: u64, code: u16 },
     /// New owner → edge: the member's room is now held by `owner`.
-    Rehome { c: u64, owner: String },
+    Rehome { c: u64, owner: String, room: String },
     /// Owner → edge: I no longer hold this room (I am stopping); take it over.
     Released { room: String },
 }
