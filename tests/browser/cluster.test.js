@@ -11,6 +11,7 @@ import { spawn } from 'node:child_process';
 import net from 'node:net';
 
 import { launchBrowser } from './browser.js';
+import { freePort } from './pebble.js';
 import { closeAll, framesKeepComing, join, openRoom, until, waitPhase, audioArrives } from './call-helpers.js';
 import { startServer } from './server.js';
 
@@ -18,18 +19,6 @@ let redis;
 let nodes = [];
 let balancer;
 let browser;
-
-/** A free TCP port of 127.0.0.1. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 /** redis-server without persistence on a free port; stopped (by its PID) after the tests. */
 async function startRedis() {

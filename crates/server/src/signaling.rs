@@ -599,12 +599,7 @@ impl Signaling {
                     }
                 }
                 NodeMessage::Frame { c, text } => {
-                    let Some(connection) = remote(cluster, c) else {
-                        // This node no longer knows that member (it was closed
-                        // while Redis was away, or this node restarted): its
-                        // node must tell it to reconnect instead of talking to nobody.
-                        let code = CloseCode::Restarting.number();
-                        cluster.link.send(&from, NodeMessage::Close { c, code });
+                    let Some(connection) = known_or_closed(cluster, &from, c) else {
                         return;
                     };
                     if let Some(room) = join_elsewhere(inner, connection, &text) {
@@ -620,12 +615,7 @@ impl Signaling {
                     }
                 }
                 NodeMessage::Event { c, event } => {
-                    let Some(connection) = remote(cluster, c) else {
-                        // This node no longer knows that member (it was closed
-                        // while Redis was away, or this node restarted): its
-                        // node must tell it to reconnect instead of talking to nobody.
-                        let code = CloseCode::Restarting.number();
-                        cluster.link.send(&from, NodeMessage::Close { c, code });
+                    let Some(connection) = known_or_closed(cluster, &from, c) else {
                         return;
                     };
                     let event = socketio::Event::from(event);
@@ -642,12 +632,7 @@ impl Signaling {
                     }
                 }
                 NodeMessage::Activity { c } => {
-                    let Some(connection) = remote(cluster, c) else {
-                        // This node no longer knows that member (it was closed
-                        // while Redis was away, or this node restarted): its
-                        // node must tell it to reconnect instead of talking to nobody.
-                        let code = CloseCode::Restarting.number();
-                        cluster.link.send(&from, NodeMessage::Close { c, code });
+                    let Some(connection) = known_or_closed(cluster, &from, c) else {
                         return;
                     };
                     inner.hub.handle_activity(connection, now);
@@ -1350,6 +1335,18 @@ fn take_room(
             .link
             .send(&node, NodeMessage::Rehome { c, owner, room });
     }
+}
+
+/// The hub's connection for member `c` of node `from`. A member this node no
+/// longer knows (closed while Redis was away, or this node restarted) is told,
+/// through its node, to reconnect instead of talking to nobody.
+fn known_or_closed(cluster: &ClusterState, from: &Arc<str>, c: u64) -> Option<ConnectionId> {
+    let known = cluster.remote_index.get(&(Arc::clone(from), c)).copied();
+    if known.is_none() {
+        let code = CloseCode::Restarting.number();
+        cluster.link.send(from, NodeMessage::Close { c, code });
+    }
+    known
 }
 
 /// Forgets a member of another node (its hub session ends without a word).
