@@ -83,20 +83,29 @@ after(async () => {
 
 const portOf = (node) => Number(new URL(node.url).port);
 
+/**
+ * A call in `room` between a page whose signaling goes (through the balancer) to
+ * node `first` and one whose signaling goes to node `second`: `first` holds the
+ * room, the other page's signaling crosses nodes. Resolves once both are connected.
+ */
+async function callAcross(room, first, second) {
+  balancer.target = portOf(first);
+  const a = await openRoom(browser, balancer, room);
+  await join(a);
+  await waitPhase(a, 'waiting');
+  balancer.target = portOf(second);
+  const b = await openRoom(browser, balancer, room);
+  await join(b);
+  await Promise.all([waitPhase(a, 'connected', 15_000), waitPhase(b, 'connected', 15_000)]);
+  return [a, b];
+}
+
 /** The messages of a type the page received on its WebSockets. */
 const received = (page, type) => page.frames.filter((f) => f.dir === 'received' && f.msg?.type === type).map((f) => f.msg);
 
 test('a call across two nodes goes on through a rolling restart of one of them', async () => {
-  const room = `cluster-${Date.now()}`;
-  // a on the first node, b on the second: the room is held by the first, b's signaling crosses nodes.
-  balancer.target = portOf(nodes[0]);
-  const a = await openRoom(browser, balancer, room);
-  await join(a);
-  await waitPhase(a, 'waiting');
-  balancer.target = portOf(nodes[1]);
-  const b = await openRoom(browser, balancer, room);
-  await join(b);
-  await Promise.all([waitPhase(a, 'connected', 15_000), waitPhase(b, 'connected', 15_000)]);
+  // a on the first node, b on the second.
+  const [a, b] = await callAcross(`cluster-${Date.now()}`, nodes[0], nodes[1]);
   await Promise.all([framesKeepComing(a, 10), framesKeepComing(b, 10)]);
   await audioArrives(b);
   assert.ok(balancer.connections.get(portOf(nodes[0])) >= 1 && balancer.connections.get(portOf(nodes[1])) >= 1);
@@ -129,21 +138,14 @@ test('a call across two nodes goes on through a rolling restart of one of them',
 
 test('while Redis is frozen a call across nodes goes on, a join is refused as unavailable, and the page gets in by itself once Redis is back', async () => {
   // A call between the two nodes still running.
-  const room = `frozen-call-${Date.now()}`;
-  balancer.target = portOf(nodes[1]);
-  const a = await openRoom(browser, balancer, room);
-  await join(a);
-  await waitPhase(a, 'waiting');
-  balancer.target = portOf(nodes[2]);
-  const b = await openRoom(browser, balancer, room);
-  await join(b);
-  await Promise.all([waitPhase(a, 'connected', 15_000), waitPhase(b, 'connected', 15_000)]);
+  const [a, b] = await callAcross(`frozen-call-${Date.now()}`, nodes[1], nodes[2]);
 
   redis.signal('SIGSTOP');
   let page;
   try {
     // Signaling between the nodes is cut; the media is not.
     await Promise.all([framesKeepComing(a, 20), framesKeepComing(b, 20)]);
+    balancer.target = portOf(nodes[2]);
     page = await openRoom(browser, balancer, `frozen-${Date.now()}`);
     await join(page);
     await until(
