@@ -59,13 +59,13 @@ fn flood_connection(port: u16, index: usize) -> Option<TcpStream> {
 
 /// coturn's client from 127.0.0.3, over TCP to the HTTPS port: 2 clients × 30 messages.
 fn legitimate_client_relays(port: u16, peer: &EchoPeer) {
-    let output = Command::new(coturn_tool("turnutils_uclient"))
-        .args(["-t", "-c", "-n", "30", "-m", "2", "-z", "10", "-l", "400"])
-        .args(["-u", "legit", "-W", SECRET, "-L", "127.0.0.3"])
-        .args(["-p", &port.to_string(), "-e", "127.0.0.1"])
-        .args(["-r", &peer.port.to_string(), "127.0.0.1"])
-        .output()
-        .unwrap();
+    let output = common::uclient_output(
+        Command::new(coturn_tool("turnutils_uclient"))
+            .args(["-t", "-c", "-n", "30", "-m", "2", "-z", "10", "-l", "400"])
+            .args(["-u", "legit", "-W", SECRET, "-L", "127.0.0.3"])
+            .args(["-p", &port.to_string(), "-e", "127.0.0.1"])
+            .args(["-r", &peer.port.to_string(), "127.0.0.1"]),
+    );
     common::assert_uclient_relayed(&output, 60);
 }
 

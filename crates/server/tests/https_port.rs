@@ -42,13 +42,12 @@ fn uclient_relays_without_loss(port: u16, peer: &EchoPeer, tls: bool) {
     if tls {
         command.arg("-S");
     }
-    let output = command
+    command
         .args(["-c", "-n", "50", "-m", "2", "-z", "10", "-l", "600"])
         .args(["-u", "uclient", "-W", SECRET])
         .args(["-p", &port.to_string(), "-e", "127.0.0.1"])
-        .args(["-r", &peer.port.to_string(), "127.0.0.1"])
-        .output()
-        .unwrap();
+        .args(["-r", &peer.port.to_string(), "127.0.0.1"]);
+    let output = common::uclient_output(&mut command);
     common::assert_uclient_relayed(&output, 100);
 }
 

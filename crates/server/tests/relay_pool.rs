@@ -151,20 +151,20 @@ async fn callers_are_spread_over_relays_on_other_hosts_by_their_load() {
         let (user, password) = (user.clone(), password.clone());
         let peer = peer.port;
         move || {
-            Command::new(coturn_tool("turnutils_uclient"))
-                .args(["-n", "250", "-m", "4", "-z", "20", "-l", "160"])
-                .args(["-u", &user, "-w", &password])
-                .args([
-                    "-p",
-                    &target.to_string(),
-                    "-e",
-                    "127.0.0.1",
-                    "-r",
-                    &peer.to_string(),
-                ])
-                .arg("127.0.0.1")
-                .output()
-                .unwrap()
+            common::uclient_output(
+                Command::new(coturn_tool("turnutils_uclient"))
+                    .args(["-n", "250", "-m", "4", "-z", "20", "-l", "160"])
+                    .args(["-u", &user, "-w", &password])
+                    .args([
+                        "-p",
+                        &target.to_string(),
+                        "-e",
+                        "127.0.0.1",
+                        "-r",
+                        &peer.to_string(),
+                    ])
+                    .arg("127.0.0.1"),
+            )
         }
     });
     // While its allocations live (several seconds), every caller gets the other relay.

@@ -30,21 +30,21 @@ async fn relay() -> TestServer {
 /// it, uclient's default, each client reserves a port pair with EVEN-PORT R=1).
 fn uclient(server: &TestServer, peer: &EchoPeer, flags: &[&str], auth: &[&str], size: &str) {
     let turn = server.server.as_ref().unwrap().turn_addr.unwrap();
-    let output = Command::new(coturn_tool("turnutils_uclient"))
-        .args(flags)
-        .args(["-n", "50", "-m", "2", "-z", "10", "-l", size])
-        .args(auth)
-        .args([
-            "-p",
-            &turn.port().to_string(),
-            "-e",
-            "127.0.0.1",
-            "-r",
-            &peer.port.to_string(),
-        ])
-        .arg("127.0.0.1")
-        .output()
-        .unwrap();
+    let output = common::uclient_output(
+        Command::new(coturn_tool("turnutils_uclient"))
+            .args(flags)
+            .args(["-n", "50", "-m", "2", "-z", "10", "-l", size])
+            .args(auth)
+            .args([
+                "-p",
+                &turn.port().to_string(),
+                "-e",
+                "127.0.0.1",
+                "-r",
+                &peer.port.to_string(),
+            ])
+            .arg("127.0.0.1"),
+    );
     common::assert_uclient_relayed(&output, 100);
 }
 
@@ -307,14 +307,14 @@ async fn uclient_gets_an_ipv6_relay_and_relays_to_an_ipv6_peer() {
     let turn = server.server.as_ref().unwrap().turn_addr.unwrap();
     for transport in [&[][..], &["-t"][..]] {
         let output = tokio::task::block_in_place(|| {
-            Command::new(coturn_tool("turnutils_uclient"))
-                .args(transport)
-                .args(["-x", "-c", "-n", "50", "-m", "2", "-z", "10", "-l", "120"])
-                .args(["-u", "alice", "-w", "wonderland"])
-                .args(["-p", &turn.port().to_string(), "-e", "::1"])
-                .args(["-r", &peer.port.to_string(), "127.0.0.1"])
-                .output()
-                .unwrap()
+            common::uclient_output(
+                Command::new(coturn_tool("turnutils_uclient"))
+                    .args(transport)
+                    .args(["-x", "-c", "-n", "50", "-m", "2", "-z", "10", "-l", "120"])
+                    .args(["-u", "alice", "-w", "wonderland"])
+                    .args(["-p", &turn.port().to_string(), "-e", "::1"])
+                    .args(["-r", &peer.port.to_string(), "127.0.0.1"]),
+            )
         });
         common::assert_uclient_relayed(&output, 100);
     }
