@@ -31,68 +31,80 @@ enum Ending {
 }
 
 /// Runs the connection until it ends. `permit` is its slot in the connection caps.
-pub async fn run(
+///
+/// A plain function returning an `async move` block rather than an `async fn`:
+/// an `async fn` keeps its arguments and then the locals they are moved into,
+/// both in the task every idle connection holds (the WebSocket alone is ~370
+/// bytes); the block uses what it captured in place.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would hold its arguments twice"
+)]
+pub fn run(
     mut socket: WebSocket,
     signaling: Arc<Signaling>,
     permit: Permit,
     ice_servers: Option<Arc<[duet_signaling::IceServer]>>,
     mut shutdown: watch::Receiver<bool>,
     mut draining: watch::Receiver<bool>,
-) {
-    let (connection, mut outbound) = signaling.connect_with(ice_servers);
-    let ping_every = (signaling.silence_timeout() / 3).max(Duration::from_millis(500));
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let (connection, mut outbound) = signaling.connect_with(ice_servers);
+        let ping_every = (signaling.silence_timeout() / 3).max(Duration::from_millis(500));
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
-    let ending = loop {
-        tokio::select! {
-            biased;
-            // On shutdown every connection closes with 1001 and nobody is told
-            // `bye`: the other member did not leave, the server did.
-            _ = shutdown.changed() => {
-                break Ending::Close(CloseCode::GoingAway.number(), "server shutting down");
-            }
-            // Draining (SIGTERM): the client is told to come back with its
-            // resume token; its seat waits as for a lost connection, so nobody
-            // is told `bye`.
-            () = crate::front::stopping(&mut draining) => {
-                signaling.disconnect(connection, Disconnect::Lost);
-                break Ending::Close(CloseCode::Restarting.number(), "server restarting; reconnect");
-            }
-            next = outbound.recv() => match next {
-                Some(Outbound::Text(text)) => {
-                    if !write(&mut socket, Message::Text(text)).await {
+        let ending = loop {
+            tokio::select! {
+                biased;
+                // On shutdown every connection closes with 1001 and nobody is told
+                // `bye`: the other member did not leave, the server did.
+                _ = shutdown.changed() => {
+                    break Ending::Close(CloseCode::GoingAway.number(), "server shutting down");
+                }
+                // Draining (SIGTERM): the client is told to come back with its
+                // resume token; its seat waits as for a lost connection, so nobody
+                // is told `bye`.
+                () = crate::front::stopping(&mut draining) => {
+                    signaling.disconnect(connection, Disconnect::Lost);
+                    break Ending::Close(CloseCode::Restarting.number(), "server restarting; reconnect");
+                }
+                next = outbound.recv() => match next {
+                    Some(Outbound::Text(text)) => {
+                        if !write(&mut socket, Message::Text(text)).await {
+                            signaling.disconnect(connection, Disconnect::Lost);
+                            break Ending::Done;
+                        }
+                    }
+                    Some(Outbound::Close(code, reason)) => break Ending::Close(code, reason),
+                    None => break Ending::Close(CloseCode::SlowReader.number(), "reading too slowly"),
+                },
+                frame = socket.recv() => match on_frame(&signaling, connection, frame) {
+                    Next::Read => {}
+                    // A `join` of a room another node may hold (a cluster): the
+                    // next frame waits until it is passed on.
+                    Next::Route(route) => Box::pin(signaling.route(connection, route)).await,
+                    Next::End(ending) => break ending,
+                },
+                _ = ping.tick() => {
+                    if !write(&mut socket, Message::Ping(Default::default())).await {
                         signaling.disconnect(connection, Disconnect::Lost);
                         break Ending::Done;
                     }
                 }
-                Some(Outbound::Close(code, reason)) => break Ending::Close(code, reason),
-                None => break Ending::Close(CloseCode::SlowReader.number(), "reading too slowly"),
-            },
-            frame = socket.recv() => match on_frame(&signaling, connection, frame) {
-                Next::Read => {}
-                // A `join` of a room another node may hold (a cluster): the
-                // next frame waits until it is passed on.
-                Next::Route(route) => signaling.route(connection, route).await,
-                Next::End(ending) => break ending,
-            },
-            _ = ping.tick() => {
-                if !write(&mut socket, Message::Ping(Default::default())).await {
-                    signaling.disconnect(connection, Disconnect::Lost);
-                    break Ending::Done;
-                }
             }
-        }
-    };
-    if let Ending::Close(code, reason) = ending {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
         };
-        let _ = write(&mut socket, Message::Close(Some(frame))).await;
+        if let Ending::Close(code, reason) = ending {
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            let _ = write(&mut socket, Message::Close(Some(frame))).await;
+        }
+        let _ = timeout(Duration::from_secs(1), socket.close()).await;
+        drop(permit);
     }
-    let _ = timeout(Duration::from_secs(1), socket.close()).await;
-    drop(permit);
 }
 
 /// What to do after a read.
