@@ -139,10 +139,11 @@ async fn upgrade(
     upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        // Idle connections are most of them: 1 KiB read chunks (tungstenite zero-fills
-        // the whole chunk on every read, so its size is resident per connection);
-        // a larger frame is still read whole, in more chunks.
-        .read_buffer_size(1024)
+        // Idle connections are most of them: 512-byte read chunks (tungstenite
+        // zero-fills the whole chunk on every read, so its size is resident per
+        // connection), enough for most signaling messages in one read; a larger
+        // frame (an SDP) is still read whole, in more chunks.
+        .read_buffer_size(512)
         .write_buffer_size(0)
         // One frame being written at most (write_buffer_size 0 flushes each):
         // with the outbox, what a client that does not read can cost.
