@@ -234,7 +234,7 @@ options! {
         list allowed_origins: String = _,
             flag "allowed-origin", env "DUET_ALLOWED_ORIGIN", key "allowed_origins", name "ORIGIN", hide false,
             help "Another origin allowed to open the signaling WebSocket, e.g. https://app.example.org";
-        value silence_timeout_secs: u64 = "30",
+        value silence_timeout_secs: u64 = "45",
             flag "silence-timeout-secs", env "DUET_SILENCE_TIMEOUT_SECS", key "silence_timeout_secs", name "SECS", hide false,
             help "Seconds without any frame before a connection is dropped";
         value join_timeout_secs: u64 = "10",

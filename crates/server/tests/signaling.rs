@@ -194,6 +194,52 @@ async fn a_live_connection_survives_beyond_the_silence_timeout() {
     assert_eq!(a.recv().await["type"], "pong");
 }
 
+/// Counts the WebSocket pings the server sends within `wait`; when `talk`, the
+/// client sends a `ping` message of its own every 300 ms meanwhile.
+async fn server_pings_within(client: &mut common::Client, wait: Duration, talk: bool) -> usize {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut talk_at = tokio::time::Instant::now();
+    let mut pings = 0;
+    loop {
+        if talk && tokio::time::Instant::now() >= talk_at {
+            let ping = Message::Text(r#"{"type":"ping"}"#.into());
+            client.socket.send(ping).await.expect("send");
+            talk_at += Duration::from_millis(300);
+        }
+        let until = if talk {
+            talk_at.min(deadline)
+        } else {
+            deadline
+        };
+        match tokio::time::timeout_at(until, client.socket.next()).await {
+            Err(_) if tokio::time::Instant::now() >= deadline => return pings,
+            Err(_) => {}
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            Ok(Some(Ok(Message::Text(_) | Message::Pong(_)))) => {}
+            other => panic!("the connection ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_server_pings_only_a_silent_client() {
+    // Silence timeout 2 s: the server pings after 0.8 s without a frame.
+    let server = TestServer::with(|args| args.options.silence_timeout_secs = Some(2)).await;
+    let mut quiet = server.connect().await;
+    assert_eq!(quiet.join("quiet").await["type"], "joined");
+    let pings = server_pings_within(&mut quiet, Duration::from_millis(2500), false).await;
+    assert!(
+        (2..=4).contains(&pings),
+        "{pings} pings in 2.5 s of silence"
+    );
+    let mut talkative = server.connect().await;
+    assert_eq!(talkative.join("talkative").await["type"], "joined");
+    let pings = server_pings_within(&mut talkative, Duration::from_millis(2500), true).await;
+    assert_eq!(pings, 0, "a client heard from every 300 ms was pinged");
+}
+
 #[tokio::test]
 async fn bad_input_gets_an_error_and_the_connection_stays() {
     let server = TestServer::start().await;

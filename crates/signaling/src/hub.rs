@@ -65,7 +65,7 @@ pub struct RateLimit {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            silence_timeout: Duration::from_secs(30),
+            silence_timeout: Duration::from_secs(45),
             resume_grace: Duration::from_secs(20),
             resume_queue_messages: 256,
             resume_queue_bytes: 512 * 1024,
