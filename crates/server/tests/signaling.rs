@@ -197,15 +197,14 @@ async fn a_live_connection_survives_beyond_the_silence_timeout() {
 /// Counts the WebSocket pings the server sends within `wait`; when `talk`, the
 /// client sends a `ping` message of its own every 300 ms meanwhile.
 async fn server_pings_within(client: &mut common::Client, wait: Duration, talk: bool) -> usize {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
     let deadline = tokio::time::Instant::now() + wait;
     let mut talk_at = tokio::time::Instant::now();
     let mut pings = 0;
     loop {
         if talk && tokio::time::Instant::now() >= talk_at {
-            let ping = Message::Text(r#"{"type":"ping"}"#.into());
-            client.socket.send(ping).await.expect("send");
+            client.send(r#"{"type":"ping"}"#).await;
             talk_at += Duration::from_millis(300);
         }
         let until = if talk {
