@@ -211,12 +211,27 @@ fn two_nodes_on_redis_answer_every_sequence_as_one_node_does() {
         .unwrap();
     let redis = RedisServer::start();
     let url = redis.url();
+    // The wall-clock deadlines (join, resume grace, silence) have tests of their
+    // own. Here a case of ~25 steps takes 10–20 s, both worlds played in turn, so
+    // a deadline that fell inside it would land at a different step in each world
+    // (a 4004 at the 10 s join deadline did): none of them fires within a case.
+    let patient = |args: &mut duet_server::config::ServeArgs| {
+        args.options.join_timeout_secs = Some(600);
+        args.options.resume_grace_secs = Some(600);
+        args.options.silence_timeout_secs = Some(600);
+    };
     let (single, pair) = runtime.block_on(async {
-        let single = vec![TestServer::start().await];
+        let single = vec![TestServer::with(patient).await];
         let mut pair = Vec::new();
         for _ in 0..2 {
             let url = url.clone();
-            pair.push(TestServer::with(move |args| args.options.redis = Some(url)).await);
+            pair.push(
+                TestServer::with(move |args| {
+                    patient(args);
+                    args.options.redis = Some(url);
+                })
+                .await,
+            );
         }
         (single, pair)
     });
