@@ -3,7 +3,7 @@
 //!
 //! Owns the per-allocation rules (RFC 8656 §9–§12); no IO, time passed in.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 

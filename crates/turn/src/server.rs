@@ -7,11 +7,12 @@
 //! to send which bytes of the caller's buffer. No IO, no clock, no globals.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use stun_types::attribute::{
